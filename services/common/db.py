@@ -1,0 +1,95 @@
+"""Postgres connection pool and the numbered, forward-only SQL migrations."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# Services whose migrations `loyalty migrate` applies, in order.
+MIGRATED_SERVICES = ("points",)
+
+
+async def create_pool(
+    dsn: str, *, timezone: str = "Asia/Shanghai", min_size: int = 1, max_size: int = 10
+) -> asyncpg.Pool:
+    # Timestamps rendered by Postgres (outbox JSON) then carry the business time zone's offset.
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=60,
+        server_settings={"timezone": timezone},
+    )
+    assert pool is not None
+    return pool
+
+
+def _migration_files(service: str) -> list[tuple[int, str, str]]:
+    folder = resources.files(f"services.{service}").joinpath("migrations")
+    found = []
+    for item in folder.iterdir():
+        if item.name.endswith(".sql"):
+            version = int(item.name.split("_", 1)[0])
+            found.append((version, item.name, item.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+async def migrate(dsn: str, services: tuple[str, ...] = MIGRATED_SERVICES) -> list[str]:
+    """Apply every migration not applied yet; return the names applied now."""
+    applied_now: list[str] = []
+    conn = await asyncpg.connect(dsn)
+    try:
+        # One migrator at a time, however many replicas start together.
+        await conn.execute("SELECT pg_advisory_lock(7261001)")
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS public.loyalty_migrations (
+                   service text NOT NULL,
+                   version int NOT NULL,
+                   name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now(),
+                   PRIMARY KEY (service, version))"""
+        )
+        for service in services:
+            done = {
+                r["version"]
+                for r in await conn.fetch(
+                    "SELECT version FROM public.loyalty_migrations WHERE service = $1", service
+                )
+            }
+            for version, name, sql in _migration_files(service):
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO public.loyalty_migrations (service, version, name)"
+                        " VALUES ($1, $2, $3)",
+                        service,
+                        version,
+                        name,
+                    )
+                log.info("applied migration %s/%s", service, name)
+                applied_now.append(f"{service}/{name}")
+    finally:
+        await conn.close()
+    return applied_now
+
+
+# Errors worth retrying: the database went away, or a concurrent transaction won a race.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.UniqueViolationError,
+    asyncpg.exceptions.LockNotAvailableError,
+)

@@ -1,0 +1,119 @@
+"""The HTTP edge every service shares: JSON errors, auth dependency, ops routes, latency metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.common.auth import AuthError, Principal, TokenVerifier
+from services.common.metrics import HTTP_REQUEST_SECONDS
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+def install_error_handlers(
+    app: FastAPI, domain_error: type[Exception], statuses: dict[str, int]
+) -> None:
+    """Map every failure to the contract's `{"error", "detail"}` body; never a bare 500 page."""
+
+    async def on_domain_error(_: Request, exc: Exception) -> JSONResponse:
+        code = str(getattr(exc, "code", "error"))
+        return error_response(statuses.get(code, 409), code, str(exc))
+
+    async def on_auth_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AuthError)
+        return error_response(exc.status, exc.code, exc.detail)
+
+    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return error_response(422, "invalid_request", "; ".join(problems) or "invalid request")
+
+    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "internal_error", "unexpected error; it has been logged")
+
+    app.add_exception_handler(domain_error, on_domain_error)
+    app.add_exception_handler(AuthError, on_auth_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def authenticate(request: Request) -> Principal:
+    verifier: TokenVerifier = request.app.state.verifier
+    return verifier.verify(request.headers.get("authorization"))
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
+
+
+class RequestMetricsMiddleware:
+    """Records latency per route template (not per raw path, to keep label sets small)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            HTTP_REQUEST_SECONDS.labels(
+                self.service, scope["method"], template, str(status)
+            ).observe(time.perf_counter() - started)
+
+
+def add_ops_routes(app: FastAPI, readiness: Callable[[], Awaitable[dict[str, bool]]]) -> None:
+    """`/healthz` (process alive), `/readyz` (database and broker reachable), `/metrics`."""
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], response_model=None)
+    async def readyz() -> dict[str, Any] | JSONResponse:
+        """200 once the database and the broker are reachable, else 503."""
+        checks = await readiness()
+        body = {"status": "ready" if all(checks.values()) else "not_ready", "checks": checks}
+        return body if all(checks.values()) else JSONResponse(body, status_code=503)
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

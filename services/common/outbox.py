@@ -1,0 +1,102 @@
+"""Transactional outbox relay: moves committed events from `<schema>.outbox` to Kafka.
+
+A service writes its event rows in the same transaction as the state change; this
+relay publishes them and deletes them only after the broker acknowledged them, so
+an event is never lost (and, after a crash between the two, may be sent twice;
+every event carries its own id for consumers to deduplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from services.common.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_SECONDS, OUTBOX_PUBLISHED
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        schema: str,
+        *,
+        batch_size: int = 2000,
+        idle_seconds: float = 0.2,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._schema = schema
+        self._batch_size = batch_size
+        self._idle_seconds = idle_seconds
+        # One relay per schema publishes at a time, so events of one key keep their order.
+        self._lock_id = zlib.crc32(f"outbox:{schema}".encode())
+
+    async def publish_once(self) -> int:
+        """Publish up to one batch; return how many events went out."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self._lock_id):
+                return 0
+            rows = await conn.fetch(
+                f"SELECT id, topic, key, payload FROM {self._schema}.outbox ORDER BY id LIMIT $1",
+                self._batch_size,
+            )
+            if not rows:
+                return 0
+            sent = [
+                await self._producer.send(
+                    r["topic"],
+                    r["payload"].encode(),
+                    key=r["key"].encode() if r["key"] is not None else None,
+                )
+                for r in rows
+            ]
+            await asyncio.gather(*sent)
+            await conn.execute(
+                f"DELETE FROM {self._schema}.outbox WHERE id = ANY($1::bigint[])",
+                [r["id"] for r in rows],
+            )
+        for r in rows:
+            OUTBOX_PUBLISHED.labels(self._schema, r["topic"]).inc()
+        return len(rows)
+
+    async def measure_backlog(self) -> None:
+        row = await self._pool.fetchrow(
+            f"""SELECT count(*) AS n,
+                       coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age
+                FROM {self._schema}.outbox"""
+        )
+        assert row is not None
+        OUTBOX_BACKLOG.labels(self._schema).set(row["n"])
+        OUTBOX_OLDEST_SECONDS.labels(self._schema).set(float(row["age"]))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop` is set; broker or database trouble is retried, never fatal."""
+        last_measure = 0.0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                sent = await self.publish_once()
+                if loop.time() - last_measure > 5:
+                    await self.measure_backlog()
+                    last_measure = loop.time()
+            except Exception as exc:  # the relay must outlive any broker or database hiccup
+                # Nothing is deleted unless it was acknowledged; try again shortly.
+                log.warning("outbox relay for %s: %s; retrying", self._schema, exc)
+                await _sleep_or_stop(stop, 1.0)
+                continue
+            if sent < self._batch_size:
+                await _sleep_or_stop(stop, self._idle_seconds)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass

@@ -1,0 +1,193 @@
+"""The points ledger in Postgres: hand-written, set-wise SQL over one connection per transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+import asyncpg
+
+from services.common.kafka import BILLING_DLQ, POINTS_ENTRIES
+from services.points.domain.ledger import Account, Entry
+from services.points.service_layer.ingest import BatchOutcome
+
+# The JSON of an entry on points.entries.v1: the same fields as GET /entries, plus member_id.
+ENTRY_JSON = """json_build_object(
+    'entry_id', e.entry_id, 'member_id', e.member_id, 'kind', e.kind, 'delta', e.delta,
+    'balance_after', e.balance_after, 'debt_after', e.debt_after, 'ref', e.ref,
+    'occurred_at', e.occurred_at, 'recorded_at', e.recorded_at)::text"""
+
+
+class PostgresLedger:
+    """A unit of work on the ledger: one transaction, member rows locked before they change."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self._lots_before: dict[str, dict[datetime, int]] = {}
+
+    async def lock_accounts(self, member_ids: Sequence[str]) -> dict[str, Account]:
+        """Lock (creating if new) the members' rows and load their accounts."""
+        if not member_ids:
+            return {}
+        await self.conn.execute(
+            "INSERT INTO points.members (member_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+            member_ids,
+        )
+        rows = await self.conn.fetch(
+            """SELECT member_id, tier, held, debt FROM points.members
+               WHERE member_id = ANY($1::text[]) ORDER BY member_id FOR UPDATE""",
+            member_ids,
+        )
+        return await self._load(rows)
+
+    async def lock_accounts_with_lots_due(self, as_of: datetime, limit: int) -> list[Account]:
+        rows = await self.conn.fetch(
+            """SELECT member_id, tier, held, debt FROM points.members
+               WHERE member_id IN (SELECT DISTINCT member_id FROM points.lots
+                                   WHERE expires_at <= $1 ORDER BY member_id LIMIT $2)
+               ORDER BY member_id FOR UPDATE""",
+            as_of,
+            limit,
+        )
+        return list((await self._load(rows)).values())
+
+    async def _load(self, member_rows: Sequence[asyncpg.Record]) -> dict[str, Account]:
+        accounts = {
+            r["member_id"]: Account(r["member_id"], r["tier"], {}, r["held"], r["debt"])
+            for r in member_rows
+        }
+        lot_rows = await self.conn.fetch(
+            "SELECT member_id, expires_at, remaining FROM points.lots WHERE member_id = ANY($1::text[])",
+            list(accounts),
+        )
+        for r in lot_rows:
+            accounts[r["member_id"]].lots[r["expires_at"]] = r["remaining"]
+        for member_id, account in accounts.items():
+            self._lots_before[member_id] = dict(account.lots)
+        return accounts
+
+    async def known_fingerprints(self, event_ids: Sequence[str]) -> dict[str, bytes]:
+        rows = await self.conn.fetch(
+            "SELECT event_id, payload_sha256 FROM points.billing_events WHERE event_id = ANY($1::text[])",
+            event_ids,
+        )
+        return {r["event_id"]: bytes(r["payload_sha256"]) for r in rows}
+
+    async def save(self, accounts: Sequence[Account], outcome: BatchOutcome) -> None:
+        await self.save_accounts(accounts)
+        if outcome.applied:
+            await self.conn.copy_records_to_table(
+                "billing_events",
+                schema_name="points",
+                columns=[
+                    "event_id", "member_id", "type", "points", "payload_sha256",
+                    "occurred_at", "source_partition", "source_offset",
+                ],
+                records=[
+                    (a.event.event_id, a.event.member_id, a.event.type, a.points,
+                     a.event.fingerprint, a.event.occurred_at, a.partition, a.offset)
+                    for a in outcome.applied
+                ],
+            )  # fmt: skip
+        await self.insert_entries(outcome.entries)
+        if outcome.dead_letters:
+            await self.conn.execute(
+                f"""WITH d AS (
+                        INSERT INTO points.dead_letters (topic, partition, "offset", reason, detail, raw)
+                        SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[],
+                                             $4::text[], $5::text[], $6::text[])
+                        ON CONFLICT DO NOTHING
+                        RETURNING *)
+                    INSERT INTO points.outbox (topic, key, payload)
+                    SELECT '{BILLING_DLQ}', NULL, json_build_object(
+                        'reason', reason, 'detail', detail, 'raw', raw,
+                        'topic', topic, 'partition', partition, 'offset', "offset")::text
+                    FROM d ORDER BY partition, "offset"
+                """,
+                *zip(
+                    *[(d.topic, d.partition, d.offset, d.reason, d.detail, d.raw)
+                      for d in outcome.dead_letters],
+                    strict=True,
+                ),
+            )  # fmt: skip
+
+    async def save_expiry(self, accounts: Sequence[Account], entries: Sequence[Entry]) -> None:
+        await self.save_accounts(accounts)
+        await self.insert_entries(entries)
+
+    async def save_accounts(self, accounts: Sequence[Account]) -> None:
+        """Write members and only the lots that changed since they were loaded."""
+        if not accounts:
+            return
+        await self.conn.execute(
+            """UPDATE points.members m
+               SET tier = u.tier, available = u.available, held = u.held, debt = u.debt,
+                   updated_at = now()
+               FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
+                    AS u(member_id, tier, available, held, debt)
+               WHERE m.member_id = u.member_id""",
+            [a.member_id for a in accounts],
+            [a.tier for a in accounts],
+            [a.available for a in accounts],
+            [a.held for a in accounts],
+            [a.debt for a in accounts],
+        )
+        upserts: list[tuple[str, datetime, int]] = []
+        deletes: list[tuple[str, datetime]] = []
+        for account in accounts:
+            before = self._lots_before.get(account.member_id, {})
+            for expires_at, remaining in account.lots.items():
+                if before.get(expires_at) != remaining:
+                    upserts.append((account.member_id, expires_at, remaining))
+            deletes.extend((account.member_id, e) for e in before if e not in account.lots)
+            self._lots_before[account.member_id] = dict(account.lots)
+        if deletes:
+            await self.conn.execute(
+                """DELETE FROM points.lots l USING unnest($1::text[], $2::timestamptz[]) AS d(m, e)
+                   WHERE l.member_id = d.m AND l.expires_at = d.e""",
+                [m for m, _ in deletes],
+                [e for _, e in deletes],
+            )
+        if upserts:
+            await self.conn.execute(
+                """INSERT INTO points.lots (member_id, expires_at, remaining)
+                   SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[])
+                   ON CONFLICT (member_id, expires_at) DO UPDATE SET remaining = EXCLUDED.remaining""",
+                [m for m, _, _ in upserts],
+                [e for _, e, _ in upserts],
+                [r for _, _, r in upserts],
+            )
+
+    async def insert_entries(self, entries: Sequence[Entry]) -> None:
+        """Append entries (in order) and their events to the outbox, in one statement."""
+        if not entries:
+            return
+        await self.conn.execute(
+            """CREATE TEMP TABLE IF NOT EXISTS entry_staging (
+                   n int, member_id text, kind text, delta bigint, balance_after bigint,
+                   debt_after bigint, ref text, occurred_at timestamptz) ON COMMIT DELETE ROWS"""
+        )
+        await self.conn.copy_records_to_table(
+            "entry_staging",
+            records=[
+                (n, e.member_id, e.kind, e.delta, e.balance_after, e.debt_after, e.ref, e.occurred_at)
+                for n, e in enumerate(entries)
+            ],
+        )
+        await self.conn.execute(
+            f"""WITH e AS (
+                    INSERT INTO points.entries
+                        (member_id, kind, delta, balance_after, debt_after, ref, occurred_at)
+                    SELECT member_id, kind, delta, balance_after, debt_after, ref, occurred_at
+                    FROM entry_staging ORDER BY n
+                    RETURNING *)
+                INSERT INTO points.outbox (topic, key, payload)
+                SELECT '{POINTS_ENTRIES}', e.member_id, {ENTRY_JSON} FROM e ORDER BY e.entry_id"""
+        )
+
+
+@asynccontextmanager
+async def ledger_transaction(pool: asyncpg.Pool) -> AsyncIterator[PostgresLedger]:
+    async with pool.acquire() as conn, conn.transaction():
+        yield PostgresLedger(conn)

@@ -1,0 +1,139 @@
+"""Billing events as they arrive on billing.events.v1, and why one may be rejected."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+EVENT_TYPES = ("bill_settled", "recharge", "bill_adjusted", "contract_renewed", "service_activated")
+AMOUNT_TYPES = ("bill_settled", "recharge", "bill_adjusted")
+TIERS = ("standard", "silver", "gold", "diamond")
+MAX_ABS_AMOUNT_FEN = 10**10
+
+_MEMBER_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+# RFC 3339 date-time: a full date, a time with seconds, and an offset ("Z" or ±hh:mm).
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+class RejectedEvent(Exception):
+    """A billing record that cannot be applied; it goes to the DLQ with `reason` and `detail`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class BillingEvent:
+    event_id: str
+    member_id: str
+    type: str
+    amount_fen: int | None
+    tier: str
+    occurred_at: datetime
+    fingerprint: bytes  # SHA-256 of the canonical JSON payload: "same payload" means same hash
+
+
+def fingerprint(payload: dict[str, Any]) -> bytes:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+def parse_billing_event(raw: bytes | None) -> BillingEvent:
+    """Validate one record against CONTRACT.md §2; raise RejectedEvent naming the first problem."""
+    if raw is None:
+        raise RejectedEvent("not_json", "the record has no value")
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RejectedEvent("not_json", f"not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise RejectedEvent("not_an_object", f"expected a JSON object, got {type(payload).__name__}")
+
+    event_id = _required(payload, "event_id", str)
+    if not 1 <= len(event_id) <= 64:
+        raise RejectedEvent("invalid_field", "event_id: must be 1 to 64 characters")
+    if not _storable(event_id):
+        raise RejectedEvent("invalid_field", "event_id: must be printable UTF-8 text")
+
+    member_id = _required(payload, "member_id", str)
+    if not _MEMBER_ID.fullmatch(member_id):
+        raise RejectedEvent("invalid_field", "member_id: must be 1 to 32 of [A-Za-z0-9_-]")
+
+    event_type = _required(payload, "type", str)
+    if event_type not in EVENT_TYPES:
+        raise RejectedEvent("unknown_type", f"type: {event_type!r} is not one of {EVENT_TYPES}")
+
+    amount: int | None = None
+    if event_type in AMOUNT_TYPES:
+        amount = _required(payload, "amount_fen", int)
+        if abs(amount) > MAX_ABS_AMOUNT_FEN:
+            raise RejectedEvent("amount_out_of_range", "amount_fen: |amount| must be <= 10^10")
+        if amount < 0 and event_type != "bill_adjusted":
+            raise RejectedEvent("amount_out_of_range", f"amount_fen: {event_type} needs amount >= 0")
+
+    tier = _optional(payload, "tier", str) or "standard"
+    if tier not in TIERS:
+        raise RejectedEvent("unknown_tier", f"tier: {tier!r} is not one of {TIERS}")
+
+    occurred_text = _required(payload, "occurred_at", str)
+    occurred_at = _parse_rfc3339(occurred_text)
+    _optional(payload, "product", str)
+
+    return BillingEvent(
+        event_id=event_id,
+        member_id=member_id,
+        type=event_type,
+        amount_fen=amount,
+        tier=tier,
+        occurred_at=occurred_at,
+        fingerprint=fingerprint(payload),
+    )
+
+
+def _required(payload: dict[str, Any], name: str, kind: type) -> Any:
+    if name not in payload or payload[name] is None:
+        raise RejectedEvent("missing_field", f"{name}: required")
+    return _typed(payload, name, kind)
+
+
+def _optional(payload: dict[str, Any], name: str, kind: type) -> Any:
+    if payload.get(name) is None:
+        return None
+    return _typed(payload, name, kind)
+
+
+def _typed(payload: dict[str, Any], name: str, kind: type) -> Any:
+    value = payload[name]
+    # bool is an int in Python; JSON true is not an amount.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RejectedEvent(
+            "invalid_field", f"{name}: expected {kind.__name__}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _parse_rfc3339(text: str) -> datetime:
+    if not _RFC3339.fullmatch(text):
+        raise RejectedEvent("invalid_field", f"occurred_at: {text[:64]!r} is not RFC 3339 with offset")
+    try:
+        return datetime.fromisoformat(text.upper().replace(" ", "T"))
+    except ValueError as exc:
+        raise RejectedEvent("invalid_field", f"occurred_at: {exc}") from None
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON \\ud800 escape
+        return False
+    return True

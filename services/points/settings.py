@@ -1,0 +1,20 @@
+"""Settings of the points service (worker and API)."""
+
+from __future__ import annotations
+
+from datetime import time
+from pathlib import Path
+
+from pydantic import Field
+
+from services.common.settings import LoyaltySettings
+
+
+class PointsSettings(LoyaltySettings):
+    policy_file: Path | None = None
+    consumer_group: str = "loyalty-points"
+    ingest_batch_max: int = Field(default=5000, ge=1, le=50000)
+    ingest_batch_wait_ms: int = Field(default=100, ge=0, le=10000)
+    # Lots expire at a year end; the worker's daily run at this local time catches them.
+    expiry_time: time = time(0, 5)
+    worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
