@@ -19,7 +19,7 @@ class LoyaltySettings(BaseSettings):
     database_url: str | None = None
     kafka_bootstrap: str | None = None
     home: Path = Path(".loyalty")
-    jwt_secret: str = Field(default=DEV_JWT_SECRET, min_length=16)
+    jwt_secret: str = Field(default=DEV_JWT_SECRET, min_length=32)
     jwt_public_key: str | None = None
     points_port: int = Field(default=8001, ge=1, le=65535)
     redemption_port: int = Field(default=8002, ge=1, le=65535)

@@ -9,6 +9,7 @@ Broker: a fresh in-memory Tansu per test, so topics and consumer groups never le
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -29,7 +30,7 @@ import pytest
 
 from services.common.auth import mint_token
 from services.common.db import migrate
-from services.common.embedded import EmbeddedBroker, free_port, start_broker, start_postgres
+from services.common.embedded import free_port, start_broker, start_postgres
 from services.common.settings import DEV_JWT_SECRET
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,21 +110,6 @@ def postgres() -> Iterator[PostgresServer]:
         if embedded is not None:
             embedded.stop()
             shutil.rmtree(data_dir, ignore_errors=True)
-
-
-@pytest.fixture
-def database(postgres: PostgresServer) -> str:
-    """A freshly migrated database of its own for one test."""
-    return postgres.new_database()
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    started = start_broker(tmp_path / "broker")
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 class Service:
@@ -228,15 +214,24 @@ class Platform:
         return rows[0][0] if rows else None
 
 
-@pytest.fixture
-def platform(database: str, broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Platform]:
-    env = Platform(database, broker.bootstrap, tmp_path)
+@contextlib.contextmanager
+def new_platform(postgres: PostgresServer, tmp: Path) -> Iterator[Platform]:
+    """A fresh database and broker; every service started on them is stopped at the end."""
+    broker = start_broker(tmp / "broker")
+    env = Platform(postgres.new_database(), broker.bootstrap, tmp)
     try:
         yield env
     finally:
         for service in env.services:
             if service.process is not None:
                 service.stop()
+        broker.stop()
+
+
+@pytest.fixture
+def platform(postgres: PostgresServer, tmp_path: Path) -> Iterator[Platform]:
+    with new_platform(postgres, tmp_path) as env:
+        yield env
 
 
 def _ready(url: str) -> bool:
