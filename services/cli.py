@@ -157,7 +157,9 @@ def cmd_expire(args: argparse.Namespace) -> int:
             await pool.close()
 
     members, points = asyncio.run(run())
-    print(f"expired {points:,} points from {members:,} members (lots due at or before {args.as_of.isoformat()})")
+    print(
+        f"expired {points:,} points from {members:,} members (lots due at or before {args.as_of.isoformat()})"
+    )
     return 0
 
 

@@ -60,9 +60,7 @@ def run_platform(settings: LoyaltySettings, demo: bool) -> int:
             broker = start_broker(home / "logs")
             bootstrap = broker.bootstrap
             say(f"Kafka         embedded Tansu broker on {bootstrap} (in memory)")
-        settings.endpoints_file().write_text(
-            json.dumps({"database_url": dsn, "kafka_bootstrap": bootstrap})
-        )
+        settings.endpoints_file().write_text(json.dumps({"database_url": dsn, "kafka_bootstrap": bootstrap}))
         applied = asyncio.run(migrate(dsn))
         say(f"Migrations    {len(applied)} applied, schema up to date")
         asyncio.run(ensure_topics(bootstrap))

@@ -66,8 +66,7 @@ async def migrate(dsn: str, services: tuple[str, ...] = MIGRATED_SERVICES) -> li
                 async with conn.transaction():
                     await conn.execute(sql)
                     await conn.execute(
-                        "INSERT INTO public.loyalty_migrations (service, version, name)"
-                        " VALUES ($1, $2, $3)",
+                        "INSERT INTO public.loyalty_migrations (service, version, name) VALUES ($1, $2, $3)",
                         service,
                         version,
                         name,

@@ -24,9 +24,7 @@ def error_response(status: int, code: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status)
 
 
-def install_error_handlers(
-    app: FastAPI, domain_error: type[Exception], statuses: dict[str, int]
-) -> None:
+def install_error_handlers(app: FastAPI, domain_error: type[Exception], statuses: dict[str, int]) -> None:
     """Map every failure to the contract's `{"error", "detail"}` body; never a bare 500 page."""
 
     async def on_domain_error(_: Request, exc: Exception) -> JSONResponse:
@@ -94,9 +92,9 @@ class RequestMetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            HTTP_REQUEST_SECONDS.labels(
-                self.service, scope["method"], template, str(status)
-            ).observe(time.perf_counter() - started)
+            HTTP_REQUEST_SECONDS.labels(self.service, scope["method"], template, str(status)).observe(
+                time.perf_counter() - started
+            )
 
 
 def add_ops_routes(app: FastAPI, readiness: Callable[[], Awaitable[dict[str, bool]]]) -> None:

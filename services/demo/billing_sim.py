@@ -55,9 +55,7 @@ def simulate(
     days = ((month.replace(day=28) + timedelta(days=4)).replace(day=1) - month).days
     tiers = [t for t, _ in TIER_SHARES]
     weights = [w for _, w in TIER_SHARES]
-    profile = {
-        n: (rng.choices(tiers, weights)[0], rng.random() < 0.65) for n in range(1, members + 1)
-    }
+    profile = {n: (rng.choices(tiers, weights)[0], rng.random() < 0.65) for n in range(1, members + 1)}
     sent: list[tuple[bytes, bytes]] = []
     for seq in range(1, events + 1):
         n = rng.randint(1, members)

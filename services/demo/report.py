@@ -7,7 +7,7 @@ import json
 import time
 import urllib.request
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -29,7 +29,7 @@ def play_demo(
 ) -> None:
     seed = int(time.time()) % 1_000_000  # each run is another month's billing run, never a replay
     say(f"Demo: one billing month for {DEMO_MEMBERS:,} members (simulator seed {seed})")
-    started = datetime.now(timezone.utc) - timedelta(seconds=1)
+    started = datetime.now(UTC) - timedelta(seconds=1)
     records = simulate(DEMO_MEMBERS, DEMO_EVENTS, seed=seed, duplicates=0.02, malformed=0.01)
     summary = asyncio.run(produce(bootstrap, records, BILLING_EVENTS))
     say(
@@ -102,8 +102,7 @@ async def _print_report(
     for row in top:
         balance = _get_json(f"{points_url}/v1/members/{row['member_id']}/balance", admin)
         expiring = ", ".join(
-            f"{e['points']:,} at the end of {_last_valid_day(e['expires_at'])}"
-            for e in balance["expiring"]
+            f"{e['points']:,} at the end of {_last_valid_day(e['expires_at'])}" for e in balance["expiring"]
         )
         say(
             f"    {balance['member_id']}  {balance['tier']:<8} {balance['available']:>8,} available"
@@ -118,7 +117,7 @@ async def _print_report(
     member = top[0]["member_id"] if top else "m0000001"
     say("")
     say("  Try it:")
-    say(f'    TOKEN=$(.venv/bin/loyalty token --member {member})')
+    say(f"    TOKEN=$(.venv/bin/loyalty token --member {member})")
     say(f'    curl -H "Authorization: Bearer $TOKEN" {points_url}/v1/members/{member}/entries?limit=5')
 
 

@@ -22,9 +22,7 @@ INGEST_BATCH_SECONDS = Histogram(
     "Time to apply one batch and commit it",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-INGEST_RETRIES = Counter(
-    "loyalty_ingest_retries_total", "Batches retried after a transient database error"
-)
+INGEST_RETRIES = Counter("loyalty_ingest_retries_total", "Batches retried after a transient database error")
 INGEST_LAST_COMMIT = Gauge(
     "loyalty_ingest_last_commit_timestamp_seconds", "When the worker last committed a batch"
 )

@@ -88,9 +88,7 @@ def postgres() -> Iterator[PostgresServer]:
     mode = os.environ.get("LOYALTY_TEST_POSTGRES", "auto")
     embedded = None
     if mode == "system" or (mode == "auto" and _system_postgres_up()):
-        server = PostgresServer(
-            SYSTEM_DSN, lambda name: f"postgresql://postgres@127.0.0.1:5432/{name}"
-        )
+        server = PostgresServer(SYSTEM_DSN, lambda name: f"postgresql://postgres@127.0.0.1:5432/{name}")
     else:
         data_dir = Path(tempfile.mkdtemp(prefix="loyalty-test-pg-"))
         embedded = start_postgres(data_dir)
@@ -162,9 +160,7 @@ class Platform:
     services: list[Service] = field(default_factory=list)
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")}
         env.update(
             LOYALTY_DATABASE_URL=self.dsn,
             LOYALTY_KAFKA_BOOTSTRAP=self.bootstrap,

@@ -34,7 +34,9 @@ def test_expire_takes_lots_due_by_the_year_end_and_nothing_else(platform: Platfo
     assert "expired 1,000 points from 2 members" in result.stdout
     balances = {r["member_id"]: r["available"] for r in platform.fetch("SELECT * FROM points.members")}
     assert balances == {"gina": 500, "hank": 0}
-    expiries = platform.fetch("SELECT member_id, delta, balance_after FROM points.entries WHERE kind = 'expiry'")
+    expiries = platform.fetch(
+        "SELECT member_id, delta, balance_after FROM points.entries WHERE kind = 'expiry'"
+    )
     assert sorted((r["member_id"], r["delta"], r["balance_after"]) for r in expiries) == [
         ("gina", -300, 500),
         ("hank", -700, 0),

@@ -66,7 +66,12 @@ def test_unknown_member_has_zero_balance(api: str) -> None:
     response = get(f"{api}/v1/members/nobody/balance", token(role="admin"))
     assert response.status_code == 200
     assert response.json() == {
-        "member_id": "nobody", "tier": "standard", "available": 0, "held": 0, "debt": 0, "expiring": []
+        "member_id": "nobody",
+        "tier": "standard",
+        "available": 0,
+        "held": 0,
+        "debt": 0,
+        "expiring": [],
     }
 
 
@@ -87,7 +92,14 @@ def test_entries_come_newest_first_in_pages_that_cover_everything_once(api: str)
     assert [e["balance_after"] for e in seen] == [895, 695, 725, 225, 150]
     assert seen[-1]["occurred_at"] == "2025-06-01T09:00:00+08:00"
     assert set(seen[0]) == {
-        "entry_id", "kind", "delta", "balance_after", "debt_after", "ref", "occurred_at", "recorded_at"
+        "entry_id",
+        "kind",
+        "delta",
+        "balance_after",
+        "debt_after",
+        "ref",
+        "occurred_at",
+        "recorded_at",
     }
 
 
@@ -103,7 +115,11 @@ def test_bad_paging_parameters_get_a_json_error(api: str, query: str, status: in
 
 def test_missing_expired_or_forged_tokens_are_401(api: str) -> None:
     url = f"{api}/v1/members/alice/balance"
-    forged = jwt.encode({"sub": "alice", "role": "member", "exp": 2**33}, "another-secret-entirely-of-32-bytes-or-more", "HS256")
+    forged = jwt.encode(
+        {"sub": "alice", "role": "member", "exp": 2**33},
+        "another-secret-entirely-of-32-bytes-or-more",
+        "HS256",
+    )
     for headers in (
         {},
         {"Authorization": f"Bearer {token('alice', ttl=-10)}"},
@@ -136,7 +152,9 @@ def test_ops_endpoints_answer(api: str) -> None:
     assert get(f"{api}/readyz").status_code == 200
     get(f"{api}/v1/members/alice/balance", token("alice"))
     metrics = get(f"{api}/metrics").text
-    assert 'loyalty_http_request_seconds_count{method="GET",route="/v1/members/{member_id}/balance"' in metrics
+    assert (
+        'loyalty_http_request_seconds_count{method="GET",route="/v1/members/{member_id}/balance"' in metrics
+    )
     assert get(f"{api}/docs").status_code == 200
     assert "/v1/members/{member_id}/entries" in get(f"{api}/openapi.json").json()["paths"]
     missing = get(f"{api}/v1/nothing-here")

@@ -7,8 +7,8 @@ import json
 from services.common.kafka import BILLING_EVENTS
 from services.demo.billing_sim import simulate
 from tests.integration.conftest import Platform, wait_until
-from tests.integration.test_ingest import assert_ledger_matches
 from tests.integration.stream import produce
+from tests.integration.test_ingest import assert_ledger_matches
 from tests.reference import expected_ledger
 
 
@@ -25,14 +25,17 @@ def test_worker_killed_mid_stream_and_restarted_ends_exact(platform: Platform) -
     # Small batches, so that a kill lands between a commit to Postgres and one to Kafka.
     for share in (0.2, 0.5, 0.8):
         worker = platform.service("worker", "points", LOYALTY_INGEST_BATCH_MAX="300").start()
-        wait_until(lambda: applied() >= share * unique_valid, timeout=90, what=f"{share:.0%} applied")
+        target = share * unique_valid
+        wait_until(lambda t=target: applied() >= t, timeout=90, what=f"{share:.0%} applied")
         worker.kill()
     assert applied() < unique_valid, "the stream finished before the last kill; nothing was tested"
 
     platform.service("worker", "points", LOYALTY_INGEST_BATCH_MAX="300").start()
     wait_until(
-        lambda: applied() == unique_valid
-        and platform.fetchval("SELECT count(*) FROM points.dead_letters") == len(bad_positions),
+        lambda: (
+            applied() == unique_valid
+            and platform.fetchval("SELECT count(*) FROM points.dead_letters") == len(bad_positions)
+        ),
         timeout=120,
         what="the stream to finish after the restarts",
     )

@@ -19,10 +19,13 @@ ENTRY_JSON = """json_build_object(
     'occurred_at', e.occurred_at, 'recorded_at', e.recorded_at)::text"""
 
 
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
 class PostgresLedger:
     """A unit of work on the ledger: one transaction, member rows locked before they change."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._lots_before: dict[str, dict[datetime, int]] = {}
 
@@ -54,8 +57,7 @@ class PostgresLedger:
 
     async def _load(self, member_rows: Sequence[asyncpg.Record]) -> dict[str, Account]:
         accounts = {
-            r["member_id"]: Account(r["member_id"], r["tier"], {}, r["held"], r["debt"])
-            for r in member_rows
+            r["member_id"]: Account(r["member_id"], r["tier"], {}, r["held"], r["debt"]) for r in member_rows
         }
         lot_rows = await self.conn.fetch(
             "SELECT member_id, expires_at, remaining FROM points.lots WHERE member_id = ANY($1::text[])",

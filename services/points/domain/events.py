@@ -16,9 +16,7 @@ MAX_ABS_AMOUNT_FEN = 10**10
 
 _MEMBER_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # RFC 3339 date-time: a full date, a time with seconds, and an offset ("Z" or ±hh:mm).
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
-)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 
 class RejectedEvent(Exception):
@@ -114,9 +112,7 @@ def _typed(payload: dict[str, Any], name: str, kind: type) -> Any:
     value = payload[name]
     # bool is an int in Python; JSON true is not an amount.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise RejectedEvent(
-            "invalid_field", f"{name}: expected {kind.__name__}, got {type(value).__name__}"
-        )
+        raise RejectedEvent("invalid_field", f"{name}: expected {kind.__name__}, got {type(value).__name__}")
     return value
 
 

@@ -85,9 +85,7 @@ class Account:
                 break
             remaining = self.lots.pop(expires_at)
             if remaining:
-                entries.append(
-                    self._entry("expiry", -remaining, f"lot:{expires_at.isoformat()}", expires_at)
-                )
+                entries.append(self._entry("expiry", -remaining, f"lot:{expires_at.isoformat()}", expires_at))
         return entries
 
     def apply_billing_event(self, event: BillingEvent, policy: EarningPolicy) -> list[Entry]:
@@ -96,9 +94,7 @@ class Account:
         points = policy.points_for(event)
         if points < 0:
             return self.claw_back(-points, event.event_id, event.occurred_at)
-        return self.accrue(
-            points, policy.expiry_for(event.occurred_at), event.event_id, event.occurred_at
-        )
+        return self.accrue(points, policy.expiry_for(event.occurred_at), event.event_id, event.occurred_at)
 
     def _drop_empty_lots(self) -> None:
         for expires_at in [e for e, remaining in self.lots.items() if remaining == 0]:

@@ -48,9 +48,7 @@ def load_policy(path: Path | None = None) -> EarningPolicy:
         raw: dict[str, Any] = tomllib.load(f)
     try:
         multipliers = {tier: int(raw["multiplier_per_mille"][tier]) for tier in TIERS}
-        fixed = {
-            kind: int(raw["fixed_points"][kind]) for kind in ("contract_renewed", "service_activated")
-        }
+        fixed = {kind: int(raw["fixed_points"][kind]) for kind in ("contract_renewed", "service_activated")}
         fen_per_unit = int(raw["amounts"]["fen_per_unit"])
         timezone = ZoneInfo(str(raw["expiry"]["timezone"]))
         years = int(raw["expiry"]["years_valid_after"])

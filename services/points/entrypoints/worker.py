@@ -127,9 +127,7 @@ class PointsWorker:
     async def _apply(self, records: Sequence[Record]) -> BatchOutcome | None:
         """Apply a batch; retry transient errors; never let an exception lose the batch."""
         try:
-            return await self._retrying(
-                lambda: apply_batch(self.unit_of_work, records, self.policy)
-            )
+            return await self._retrying(lambda: apply_batch(self.unit_of_work, records, self.policy))
         except Exception:
             # Data that passed validation and still failed (or a bug): isolate the record.
             log.exception("batch of %d failed; applying its records one by one", len(records))
@@ -146,9 +144,7 @@ class PointsWorker:
 
     async def _apply_alone(self, record: Record) -> BatchOutcome | None:
         try:
-            return await self._retrying(
-                lambda: apply_batch(self.unit_of_work, [record], self.policy)
-            )
+            return await self._retrying(lambda: apply_batch(self.unit_of_work, [record], self.policy))
         except Exception as exc:
             log.exception("record %s/%d@%d failed", record.topic, record.partition, record.offset)
             letter = DeadLetter.of(record, "processing_error", f"{type(exc).__name__}: {exc}")

@@ -146,9 +146,7 @@ def raw_text(value: bytes | None) -> str:
     return value.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
 
 
-async def reject_records(
-    unit_of_work: UnitOfWorkFactory, dead_letters: Sequence[DeadLetter]
-) -> BatchOutcome:
+async def reject_records(unit_of_work: UnitOfWorkFactory, dead_letters: Sequence[DeadLetter]) -> BatchOutcome:
     """Send records to the DLQ without applying anything (the last resort of the worker)."""
     outcome = BatchOutcome(dead_letters=list(dead_letters))
     async with unit_of_work() as uow:
