@@ -134,6 +134,8 @@ async def expire_due_lots(
             if not accounts:
                 return
             entries = [e for account in accounts for e in account.expire(as_of)]
+            if not entries:  # nothing was due after all: asking again would return the same rows
+                return
             await uow.save_expiry(accounts, entries)
         yield ExpiryOutcome(members=len(accounts), points=-sum(e.delta for e in entries))
 
