@@ -16,7 +16,11 @@ MAX_ABS_AMOUNT_FEN = 10**10
 
 _MEMBER_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # RFC 3339 date-time: a full date, a time with seconds, and an offset ("Z" or ±hh:mm).
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}):(\d{2})(\.\d+)?([Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)"
+)
+# Years outside this range are not billing facts; beyond it a lot's expiry would not be representable.
+MIN_YEAR, MAX_YEAR = 1900, 9000
 
 
 class RejectedEvent(Exception):
@@ -49,7 +53,8 @@ def parse_billing_event(raw: bytes | None) -> BillingEvent:
     if raw is None:
         raise RejectedEvent("not_json", "the record has no value")
     try:
-        payload = json.loads(raw)
+        # Decoded explicitly: json.loads(bytes) would also guess UTF-16 and UTF-32.
+        payload = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise RejectedEvent("not_json", f"not valid UTF-8 JSON: {exc}") from None
     if not isinstance(payload, dict):
@@ -77,8 +82,10 @@ def parse_billing_event(raw: bytes | None) -> BillingEvent:
         if amount < 0 and event_type != "bill_adjusted":
             raise RejectedEvent("amount_out_of_range", f"amount_fen: {event_type} needs amount >= 0")
 
-    tier = _optional(payload, "tier", str) or "standard"
-    if tier not in TIERS:
+    tier = _optional(payload, "tier", str)
+    if tier is None:
+        tier = "standard"
+    elif tier not in TIERS:
         raise RejectedEvent("unknown_tier", f"tier: {tier!r} is not one of {TIERS}")
 
     occurred_text = _required(payload, "occurred_at", str)
@@ -117,12 +124,20 @@ def _typed(payload: dict[str, Any], name: str, kind: type) -> Any:
 
 
 def _parse_rfc3339(text: str) -> datetime:
-    if not _RFC3339.fullmatch(text):
+    match = _RFC3339.fullmatch(text)
+    if not match:
         raise RejectedEvent("invalid_field", f"occurred_at: {text[:64]!r} is not RFC 3339 with offset")
+    day, hour_minute, second, fraction, offset = match.groups()
+    leap = second == "60"  # a leap second: Python has no :60, the last instant of :59 stands in
+    if leap:
+        second, fraction = "59", ".999999"
     try:
-        return datetime.fromisoformat(text.upper().replace(" ", "T"))
+        moment = datetime.fromisoformat(f"{day}T{hour_minute}:{second}{fraction or ''}{offset.upper()}")
     except ValueError as exc:
         raise RejectedEvent("invalid_field", f"occurred_at: {exc}") from None
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise RejectedEvent("invalid_field", f"occurred_at: year must be {MIN_YEAR} to {MAX_YEAR}")
+    return moment
 
 
 def _storable(text: str) -> bool:
