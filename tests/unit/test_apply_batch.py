@@ -8,10 +8,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import pytest
-
 from services.points.domain.ledger import Account, Entry
-from services.points.domain.policy import EarningPolicy, load_policy
+from services.points.domain.policy import EarningPolicy
 from services.points.service_layer.ingest import (
     BatchOutcome,
     DeadLetter,
@@ -27,11 +25,6 @@ END_2013 = datetime(2014, 1, 1, tzinfo=SHANGHAI)  # expiry of points earned in 2
 END_2014 = datetime(2015, 1, 1, tzinfo=SHANGHAI)  # expiry of points earned in 2013
 MID_2012 = "2012-03-15T10:00:00+08:00"
 MID_2013 = "2013-03-15T10:00:00+08:00"
-
-
-@pytest.fixture(scope="module")
-def policy() -> EarningPolicy:
-    return load_policy()
 
 
 def event(

@@ -9,14 +9,9 @@ from typing import Any
 import pytest
 
 from services.points.domain.events import BillingEvent, parse_billing_event
-from services.points.domain.policy import EarningPolicy, load_policy
+from services.points.domain.policy import EarningPolicy
 
 SHANGHAI = timezone(timedelta(hours=8))
-
-
-@pytest.fixture(scope="module")
-def policy() -> EarningPolicy:
-    return load_policy()
 
 
 def billing_event(

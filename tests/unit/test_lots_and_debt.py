@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
-import pytest
-
 from services.points.domain.events import BillingEvent, parse_billing_event
 from services.points.domain.ledger import Account, Entry
-from services.points.domain.policy import EarningPolicy, load_policy
+from services.points.domain.policy import EarningPolicy
 
 SHANGHAI = timezone(timedelta(hours=8))
 END_2013 = datetime(2014, 1, 1, tzinfo=SHANGHAI)  # expiry of points earned in 2012
@@ -17,11 +15,6 @@ END_2014 = datetime(2015, 1, 1, tzinfo=SHANGHAI)  # expiry of points earned in 2
 END_2015 = datetime(2016, 1, 1, tzinfo=SHANGHAI)  # expiry of points earned in 2014
 MID_2012 = "2012-03-15T10:00:00+08:00"
 MID_2013 = "2013-03-15T10:00:00+08:00"
-
-
-@pytest.fixture(scope="module")
-def policy() -> EarningPolicy:
-    return load_policy()
 
 
 def billing_event(
