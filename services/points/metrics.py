@@ -37,3 +37,6 @@ POINTS_LIABILITY = Gauge(
     ["state"],
 )
 MEMBERS = Gauge("loyalty_members", "Members with a points account")
+HOLDS_EXPIRED = Counter(
+    "loyalty_holds_expired_total", "Pending holds voided by the service because their ttl passed"
+)

@@ -97,6 +97,7 @@ def test_entries_come_newest_first_in_pages_that_cover_everything_once(api: str)
         "delta",
         "balance_after",
         "debt_after",
+        "held_after",
         "ref",
         "occurred_at",
         "recorded_at",

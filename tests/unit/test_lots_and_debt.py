@@ -46,7 +46,7 @@ def test_accrual_becomes_a_lot_expiring_at_the_end_of_the_next_year(policy: Earn
     entries = account.apply_billing_event(billing_event("b-1", "bill_settled", 12850, "gold"), policy)
     assert account.lots == {END_2013: 192}
     assert account.available == 192
-    assert entries == [Entry("m1", "accrual", 192, 192, 0, "b-1", datetime(2012, 3, 15, 2, 0, tzinfo=UTC))]
+    assert entries == [Entry("m1", "accrual", 192, 192, 0, 0, "b-1", datetime(2012, 3, 15, 2, 0, tzinfo=UTC))]
 
 
 def test_accruals_of_one_shanghai_year_share_one_lot(policy: EarningPolicy) -> None:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
 from services.common.kafka import BILLING_DLQ, POINTS_ENTRIES
-from services.points.domain.ledger import Account, Entry
+from services.points.domain.ledger import Account, Entry, Hold
 from services.points.service_layer.ingest import BatchOutcome
 
 # The JSON of an entry on points.entries.v1: the same fields as GET /entries, plus member_id.
 ENTRY_JSON = """json_build_object(
     'entry_id', e.entry_id, 'member_id', e.member_id, 'kind', e.kind, 'delta', e.delta,
-    'balance_after', e.balance_after, 'debt_after', e.debt_after, 'ref', e.ref,
+    'balance_after', e.balance_after, 'debt_after', e.debt_after, 'held_after', e.held_after, 'ref', e.ref,
     'occurred_at', e.occurred_at, 'recorded_at', e.recorded_at)::text"""
 
 
@@ -168,25 +170,93 @@ class PostgresLedger:
         await self.conn.execute(
             """CREATE TEMP TABLE IF NOT EXISTS entry_staging (
                    n int, member_id text, kind text, delta bigint, balance_after bigint,
-                   debt_after bigint, ref text, occurred_at timestamptz) ON COMMIT DELETE ROWS"""
+                   debt_after bigint, held_after bigint, ref text, occurred_at timestamptz)
+               ON COMMIT DELETE ROWS"""
         )
         await self.conn.copy_records_to_table(
             "entry_staging",
             records=[
-                (n, e.member_id, e.kind, e.delta, e.balance_after, e.debt_after, e.ref, e.occurred_at)
+                (
+                    n,
+                    e.member_id,
+                    e.kind,
+                    e.delta,
+                    e.balance_after,
+                    e.debt_after,
+                    e.held_after,
+                    e.ref,
+                    e.occurred_at,
+                )
                 for n, e in enumerate(entries)
             ],
         )
         await self.conn.execute(
             f"""WITH e AS (
                     INSERT INTO points.entries
-                        (member_id, kind, delta, balance_after, debt_after, ref, occurred_at)
-                    SELECT member_id, kind, delta, balance_after, debt_after, ref, occurred_at
+                        (member_id, kind, delta, balance_after, debt_after, held_after, ref, occurred_at)
+                    SELECT member_id, kind, delta, balance_after, debt_after, held_after, ref, occurred_at
                     FROM entry_staging ORDER BY n
                     RETURNING *)
                 INSERT INTO points.outbox (topic, key, payload)
                 SELECT '{POINTS_ENTRIES}', e.member_id, {ENTRY_JSON} FROM e ORDER BY e.entry_id"""
         )
+
+    async def find_hold(self, hold_id: str) -> tuple[Hold, bytes] | None:
+        row = await self.conn.fetchrow("SELECT * FROM points.holds WHERE hold_id = $1", hold_id)
+        if row is None:
+            return None
+        lots = {datetime.fromisoformat(e): p for e, p in json.loads(row["lots"]).items()}
+        hold = Hold(
+            row["hold_id"], row["member_id"], row["points"], row["reason"], row["expires_at"],
+            row["status"], row["captured"], lots,
+        )  # fmt: skip
+        return hold, bytes(row["request_sha256"])
+
+    async def insert_hold(self, hold: Hold, request_sha256: bytes) -> None:
+        await self.conn.execute(
+            """INSERT INTO points.holds
+                   (hold_id, member_id, points, reason, status, captured, lots, request_sha256, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+            hold.hold_id, hold.member_id, hold.points, hold.reason, hold.status, hold.captured,
+            _lots_json(hold.lots), request_sha256, hold.expires_at,
+        )  # fmt: skip
+
+    async def update_hold(self, hold: Hold) -> None:
+        await self.conn.execute(
+            """UPDATE points.holds SET status = $2, captured = $3, lots = $4, resolved_at = now()
+               WHERE hold_id = $1""",
+            hold.hold_id, hold.status, hold.captured, _lots_json(hold.lots),
+        )  # fmt: skip
+
+    async def pending_holds_due(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        rows = await self.conn.fetch(
+            """SELECT hold_id, member_id FROM points.holds
+               WHERE status = 'pending' AND expires_at <= $1 ORDER BY expires_at LIMIT $2""",
+            now,
+            limit,
+        )
+        return [(r["hold_id"], r["member_id"]) for r in rows]
+
+    async def find_request(self, kind: str, request_id: str) -> tuple[bytes, dict[str, Any]] | None:
+        row = await self.conn.fetchrow(
+            "SELECT request_sha256, response FROM points.requests WHERE kind = $1 AND request_id = $2",
+            kind,
+            request_id,
+        )
+        return None if row is None else (bytes(row["request_sha256"]), json.loads(row["response"]))
+
+    async def insert_request(
+        self, kind: str, request_id: str, member_id: str, sha256: bytes, response: dict[str, Any]
+    ) -> None:
+        await self.conn.execute(
+            """INSERT INTO points.requests (kind, request_id, member_id, request_sha256, response)
+               VALUES ($1, $2, $3, $4, $5)""",
+            kind, request_id, member_id, sha256, json.dumps(response),
+        )  # fmt: skip
+
+
+def _lots_json(lots: dict[datetime, int]) -> str:
+    return json.dumps({e.isoformat(): p for e, p in lots.items()})
 
 
 @asynccontextmanager

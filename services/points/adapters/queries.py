@@ -25,6 +25,7 @@ class EntryRow:
     delta: int
     balance_after: int
     debt_after: int
+    held_after: int
     ref: str
     occurred_at: datetime
     recorded_at: datetime
@@ -56,7 +57,7 @@ async def read_entries(
 ) -> list[EntryRow]:
     """Newest first; `before_entry_id` continues from a previous page."""
     rows = await conn.fetch(
-        """SELECT entry_id, kind, delta, balance_after, debt_after, ref, occurred_at, recorded_at
+        """SELECT entry_id, kind, delta, balance_after, debt_after, held_after, ref, occurred_at, recorded_at
            FROM points.entries
            WHERE member_id = $1 AND ($2::bigint IS NULL OR entry_id < $2)
            ORDER BY entry_id DESC LIMIT $3""",

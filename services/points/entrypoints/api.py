@@ -6,17 +6,20 @@ import asyncio
 import base64
 import binascii
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import datetime
-from typing import Annotated
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from functools import partial
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import asyncpg
 from fastapi import FastAPI, Path, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.common.auth import TokenVerifier
-from services.common.db import create_pool
+from services.common.db import TRANSIENT_DB_ERRORS, create_pool
 from services.common.http import (
     PrincipalDep,
     RequestMetricsMiddleware,
@@ -25,9 +28,28 @@ from services.common.http import (
 )
 from services.common.kafka import broker_reachable, make_producer
 from services.common.outbox import OutboxRelay
+from services.common.validation import ClientId, MemberIdField, Text
+from services.points.adapters.postgres import PostgresLedger, ledger_transaction
 from services.points.adapters.queries import read_balance, read_entries
-from services.points.domain.errors import InvalidRequest, PointsError
+from services.points.domain.errors import InvalidRequest, PointsError, UnknownHold
+from services.points.domain.ledger import PENDING
+from services.points.domain.policy import load_policy
+from services.points.metrics import HOLDS_EXPIRED
+from services.points.service_layer.spending import (
+    AdjustmentRequest,
+    CreditRequest,
+    HoldRequest,
+    adjust,
+    capture_hold,
+    credit,
+    place_hold,
+    void_expired_holds,
+    void_hold,
+)
 from services.points.settings import PointsSettings
+
+log = logging.getLogger("loyalty.points.api")
+T = TypeVar("T")
 
 ERROR_STATUS = {
     "insufficient_points": 409,
@@ -60,6 +82,7 @@ class EntryOut(BaseModel):
     delta: int
     balance_after: int
     debt_after: int
+    held_after: int
     ref: str
     occurred_at: datetime
     recorded_at: datetime
@@ -70,8 +93,57 @@ class EntriesPage(BaseModel):
     next_cursor: str | None
 
 
+MAX_POINTS = 10**12
+
+
+class HoldIn(BaseModel):
+    hold_id: ClientId
+    member_id: MemberIdField
+    points: int = Field(gt=0, le=MAX_POINTS)
+    reason: Text = ""
+    ttl_seconds: int = Field(default=300, ge=1, le=7 * 86400)
+
+
+class HoldOut(BaseModel):
+    hold_id: str
+    member_id: str
+    status: str
+    points: int
+    expires_at: datetime
+
+
+class CaptureIn(BaseModel):
+    points: int | None = Field(default=None, gt=0, le=MAX_POINTS)
+
+
+class CaptureOut(BaseModel):
+    hold_id: str
+    status: str
+    points: int
+
+
+class VoidOut(BaseModel):
+    hold_id: str
+    status: str
+
+
+class CreditIn(BaseModel):
+    credit_id: ClientId
+    member_id: MemberIdField
+    points: int = Field(gt=0, le=MAX_POINTS)
+    reason: Text = ""
+
+
+class AdjustmentIn(BaseModel):
+    adjustment_id: ClientId
+    member_id: MemberIdField
+    delta: int = Field(ge=-MAX_POINTS, le=MAX_POINTS)
+    reason: Text = ""
+
+
 def create_app(settings: PointsSettings) -> FastAPI:
     zone = ZoneInfo(settings.business_timezone)
+    policy = load_policy(settings.policy_file)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,17 +151,17 @@ def create_app(settings: PointsSettings) -> FastAPI:
         pool = await create_pool(settings.resolved_database_url(), timezone=settings.business_timezone)
         producer = make_producer(bootstrap)
         stop = asyncio.Event()
-        relay_task: asyncio.Task[None] | None = None
         app.state.pool = pool
         app.state.bootstrap = bootstrap
+        background: list[asyncio.Task[None]] = []
         try:
             await producer.start()
-            relay_task = asyncio.create_task(OutboxRelay(pool, producer, "points").run(stop))
+            background.append(asyncio.create_task(OutboxRelay(pool, producer, "points").run(stop)))
+            background.append(asyncio.create_task(void_expired_holds_forever(pool, stop)))
             yield
         finally:
             stop.set()
-            if relay_task is not None:
-                await relay_task
+            await asyncio.gather(*background, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await producer.stop()
             await pool.close()
@@ -149,6 +221,7 @@ def create_app(settings: PointsSettings) -> FastAPI:
                     delta=r.delta,
                     balance_after=r.balance_after,
                     debt_after=r.debt_after,
+                    held_after=r.held_after,
                     ref=r.ref,
                     occurred_at=r.occurred_at.astimezone(zone),
                     recorded_at=r.recorded_at.astimezone(zone),
@@ -158,7 +231,102 @@ def create_app(settings: PointsSettings) -> FastAPI:
             next_cursor=encode_cursor(page[-1].entry_id) if len(rows) > limit else None,
         )
 
+    def unit_of_work() -> AbstractAsyncContextManager[PostgresLedger]:
+        return ledger_transaction(app.state.pool)
+
+    @app.post("/v1/holds", status_code=201, response_model=HoldOut, tags=["spending"])
+    async def create_hold(body: HoldIn, principal: PrincipalDep) -> HoldOut:
+        """Reserve a member's points (earliest-expiring first) until captured, voided or expired."""
+        principal.require_role("service", "admin")
+        request = HoldRequest(body.hold_id, body.member_id, body.points, body.reason, body.ttl_seconds)
+        hold = await retrying(lambda: place_hold(unit_of_work, request, now()))
+        return HoldOut(
+            hold_id=hold.hold_id,
+            member_id=hold.member_id,
+            status=PENDING,
+            points=hold.points,
+            expires_at=hold.expires_at.astimezone(zone),
+        )
+
+    @app.post("/v1/holds/{hold_id}/capture", response_model=CaptureOut, tags=["spending"])
+    async def capture(hold_id: str, principal: PrincipalDep, body: CaptureIn | None = None) -> CaptureOut:
+        """Spend a pending hold, all of it or `points` of it; the rest returns to the member."""
+        principal.require_role("service", "admin")
+        points = body.points if body else None
+        hold = await retrying(lambda: capture_hold(unit_of_work, hold_id, points, now()))
+        return CaptureOut(hold_id=hold.hold_id, status=hold.status, points=hold.captured)
+
+    @app.post("/v1/holds/{hold_id}/void", response_model=VoidOut, tags=["spending"])
+    async def void(hold_id: str, principal: PrincipalDep) -> VoidOut:
+        """Give a pending hold's points back to the lots they came from."""
+        principal.require_role("service", "admin")
+        hold = await retrying(lambda: void_hold(unit_of_work, hold_id, now()))
+        return VoidOut(hold_id=hold.hold_id, status=hold.status)
+
+    @app.get("/v1/holds/{hold_id}", response_model=HoldOut, tags=["spending"])
+    async def get_hold(hold_id: str, principal: PrincipalDep, request: Request) -> HoldOut:
+        """A hold's current state (for reconcilers)."""
+        principal.require_role("service", "admin")
+        async with request.app.state.pool.acquire() as conn:
+            found = await PostgresLedger(conn).find_hold(hold_id)
+        if found is None:
+            raise UnknownHold(f"no hold {hold_id!r}")
+        hold = found[0]
+        status = "voided" if hold.status == PENDING and hold.expires_at <= now() else hold.status
+        return HoldOut(
+            hold_id=hold.hold_id,
+            member_id=hold.member_id,
+            status=status,
+            points=hold.points,
+            expires_at=hold.expires_at.astimezone(zone),
+        )
+
+    @app.post("/v1/credits", status_code=201, tags=["spending"])
+    async def create_credit(body: CreditIn, principal: PrincipalDep) -> dict[str, Any]:
+        """Give a member points (refunds, prizes); they expire like points earned today."""
+        principal.require_role("service", "admin")
+        request = CreditRequest(body.credit_id, body.member_id, body.points, body.reason)
+        return await retrying(lambda: credit(unit_of_work, request, policy, now()))
+
+    @app.post("/v1/admin/adjustments", status_code=201, tags=["spending"])
+    async def create_adjustment(body: AdjustmentIn, principal: PrincipalDep) -> dict[str, Any]:
+        """Correct a member's points by hand; a negative delta only out of available points."""
+        principal.require_role("admin")
+        request = AdjustmentRequest(body.adjustment_id, body.member_id, body.delta, body.reason)
+        return await retrying(lambda: adjust(unit_of_work, request, policy, now()))
+
     return app
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def retrying(attempt: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
+    """Run a use case again when a concurrent transaction won a race (deadlock, same new id)."""
+    for remaining in range(attempts - 1, -1, -1):
+        try:
+            return await attempt()
+        except TRANSIENT_DB_ERRORS:
+            if remaining == 0:
+                raise
+            await asyncio.sleep(0.01 * (attempts - remaining))
+    raise AssertionError("unreachable")
+
+
+async def void_expired_holds_forever(pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    """A pending hold past its ttl gives its points back, whoever forgot it."""
+    while not stop.is_set():
+        try:
+            voided = await void_expired_holds(partial(ledger_transaction, pool), now())
+            if voided:
+                HOLDS_EXPIRED.inc(voided)
+                log.info("voided %d expired holds", voided)
+                continue
+        except Exception:  # the database may be away for a moment; try again shortly
+            log.exception("voiding expired holds failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
 
 
 def encode_cursor(entry_id: int) -> str:
@@ -169,7 +337,7 @@ def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind != "e" or not value.isdigit():
+        if kind != "e" or not value.isdigit() or len(value) > 18:
             raise ValueError(cursor)
         return int(value)
     except (ValueError, binascii.Error, UnicodeDecodeError):

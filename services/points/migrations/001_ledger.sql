@@ -43,6 +43,7 @@ CREATE TABLE points.entries (
     delta          bigint NOT NULL,
     balance_after  bigint NOT NULL CHECK (balance_after >= 0),
     debt_after     bigint NOT NULL,
+    held_after     bigint NOT NULL,
     ref            text NOT NULL,
     occurred_at    timestamptz NOT NULL,
     recorded_at    timestamptz NOT NULL DEFAULT now(),

@@ -1,0 +1,215 @@
+"""Use cases of the spending side: holds, captures, voids, credits and admin adjustments.
+
+Every use case locks the member's row first and only then looks its idempotency key
+up, so two copies of one request racing each other are served one after the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from services.points.domain.errors import HoldNotPending, IdempotencyConflict, UnknownHold
+from services.points.domain.ledger import CAPTURED, PENDING, VOIDED, Account, Entry, Hold
+from services.points.domain.policy import EarningPolicy
+
+
+class SpendingUnitOfWork(Protocol):
+    async def lock_accounts(self, member_ids: Sequence[str]) -> dict[str, Account]: ...
+
+    async def find_hold(self, hold_id: str) -> tuple[Hold, bytes] | None: ...
+
+    async def insert_hold(self, hold: Hold, request_sha256: bytes) -> None: ...
+
+    async def update_hold(self, hold: Hold) -> None: ...
+
+    async def pending_holds_due(self, now: datetime, limit: int) -> list[tuple[str, str]]: ...
+
+    async def find_request(self, kind: str, request_id: str) -> tuple[bytes, dict[str, Any]] | None: ...
+
+    async def insert_request(
+        self, kind: str, request_id: str, member_id: str, sha256: bytes, response: dict[str, Any]
+    ) -> None: ...
+
+    async def save_accounts(self, accounts: Sequence[Account]) -> None: ...
+
+    async def insert_entries(self, entries: Sequence[Entry]) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[], AbstractAsyncContextManager[SpendingUnitOfWork]]
+
+
+def request_fingerprint(body: Any) -> bytes:
+    text = json.dumps(asdict(body), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).digest()
+
+
+@dataclass(frozen=True)
+class HoldRequest:
+    hold_id: str
+    member_id: str
+    points: int
+    reason: str
+    ttl_seconds: int
+
+
+@dataclass(frozen=True)
+class CreditRequest:
+    credit_id: str
+    member_id: str
+    points: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class AdjustmentRequest:
+    adjustment_id: str
+    member_id: str
+    delta: int
+    reason: str
+
+
+async def place_hold(unit_of_work: UnitOfWorkFactory, request: HoldRequest, now: datetime) -> Hold:
+    """Reserve points; the same request again returns the same hold."""
+    fingerprint = request_fingerprint(request)
+    async with unit_of_work() as uow:
+        account = (await uow.lock_accounts([request.member_id]))[request.member_id]
+        existing = await uow.find_hold(request.hold_id)
+        if existing is not None:
+            hold, first_fingerprint = existing
+            if first_fingerprint != fingerprint:
+                raise IdempotencyConflict(f"hold_id {request.hold_id!r} was used for another request")
+            return hold
+        expires_at = now + timedelta(seconds=request.ttl_seconds)
+        hold, entries = account.place_hold(request.hold_id, request.points, request.reason, now, expires_at)
+        await uow.insert_hold(hold, fingerprint)
+        await uow.save_accounts([account])
+        await uow.insert_entries(entries)
+        return hold
+
+
+async def capture_hold(
+    unit_of_work: UnitOfWorkFactory, hold_id: str, points: int | None, now: datetime
+) -> Hold:
+    """Spend a pending hold; capturing it again with the same points answers the same."""
+    expired = False
+    async with unit_of_work() as uow:
+        hold, account = await _lock_hold(uow, hold_id)
+        if hold.status == CAPTURED and points in (None, hold.captured):
+            return hold
+        if hold.status == PENDING and now >= hold.expires_at:
+            # Past its ttl: void it now (committed), then refuse the capture.
+            await _resolve(uow, account, hold, account.void(hold, now))
+            expired = True
+        else:
+            await _resolve(uow, account, hold, account.capture(hold, points, now))
+    if expired:
+        raise HoldNotPending(f"hold {hold_id} expired at {hold.expires_at.isoformat()}; it was voided")
+    return hold
+
+
+async def void_hold(unit_of_work: UnitOfWorkFactory, hold_id: str, now: datetime) -> Hold:
+    """Give a hold's points back; voiding it again answers the same."""
+    async with unit_of_work() as uow:
+        hold, account = await _lock_hold(uow, hold_id)
+        if hold.status == VOIDED:
+            return hold
+        await _resolve(uow, account, hold, account.void(hold, now))
+        return hold
+
+
+async def void_expired_holds(unit_of_work: UnitOfWorkFactory, now: datetime, limit: int = 500) -> int:
+    """Void up to `limit` pending holds past their ttl; return how many."""
+    voided = 0
+    async with unit_of_work() as uow:
+        due = await uow.pending_holds_due(now, limit)
+        accounts = await uow.lock_accounts(sorted({member_id for _, member_id in due}))
+        for hold_id, member_id in due:
+            found = await uow.find_hold(hold_id)  # again, now that the member is locked
+            if found is None or not (found[0].status == PENDING and now >= found[0].expires_at):
+                continue
+            hold, account = found[0], accounts[member_id]
+            entries = account.void(hold, now)
+            await uow.update_hold(hold)
+            await uow.insert_entries(entries)
+            voided += 1
+        await uow.save_accounts(list(accounts.values()))
+    return voided
+
+
+async def credit(
+    unit_of_work: UnitOfWorkFactory, request: CreditRequest, policy: EarningPolicy, now: datetime
+) -> dict[str, Any]:
+    """Refunds and prizes: new points that expire like points earned today."""
+    return await _once(
+        unit_of_work,
+        "credit",
+        request.credit_id,
+        request.member_id,
+        request,
+        lambda account: account.credit(request.points, policy.expiry_for(now), request.credit_id, now),
+        {"credit_id": request.credit_id, "member_id": request.member_id, "points": request.points,
+         "reason": request.reason, "status": "credited"},
+    )  # fmt: skip
+
+
+async def adjust(
+    unit_of_work: UnitOfWorkFactory, request: AdjustmentRequest, policy: EarningPolicy, now: datetime
+) -> dict[str, Any]:
+    """An admin correction; a negative one may not take more than is available."""
+    return await _once(
+        unit_of_work,
+        "adjustment",
+        request.adjustment_id,
+        request.member_id,
+        request,
+        lambda account: account.adjust(request.delta, policy.expiry_for(now), request.adjustment_id, now),
+        {"adjustment_id": request.adjustment_id, "member_id": request.member_id,
+         "delta": request.delta, "reason": request.reason, "status": "applied"},
+    )  # fmt: skip
+
+
+async def _once(
+    unit_of_work: UnitOfWorkFactory,
+    kind: str,
+    request_id: str,
+    member_id: str,
+    request: Any,
+    change: Callable[[Account], list[Entry]],
+    response: dict[str, Any],
+) -> dict[str, Any]:
+    fingerprint = request_fingerprint(request)
+    async with unit_of_work() as uow:
+        account = (await uow.lock_accounts([member_id]))[member_id]
+        found = await uow.find_request(kind, request_id)
+        if found is not None:
+            if found[0] != fingerprint:
+                raise IdempotencyConflict(f"{kind}_id {request_id!r} was used for another request")
+            return found[1]
+        entries = change(account)
+        await uow.save_accounts([account])
+        await uow.insert_entries(entries)
+        await uow.insert_request(kind, request_id, member_id, fingerprint, response)
+        return response
+
+
+async def _lock_hold(uow: SpendingUnitOfWork, hold_id: str) -> tuple[Hold, Account]:
+    peek = await uow.find_hold(hold_id)
+    if peek is None:
+        raise UnknownHold(f"no hold {hold_id!r}")
+    member_id = peek[0].member_id
+    account = (await uow.lock_accounts([member_id]))[member_id]
+    found = await uow.find_hold(hold_id)  # re-read: it may have changed before the lock
+    assert found is not None
+    return found[0], account
+
+
+async def _resolve(uow: SpendingUnitOfWork, account: Account, hold: Hold, entries: list[Entry]) -> None:
+    await uow.update_hold(hold)
+    await uow.save_accounts([account])
+    await uow.insert_entries(entries)
