@@ -10,7 +10,7 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 # Services whose migrations `loyalty migrate` applies, in order.
-MIGRATED_SERVICES = ("points",)
+MIGRATED_SERVICES = ("points", "redemption", "lottery")
 
 
 async def create_pool(

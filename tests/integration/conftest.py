@@ -158,6 +158,7 @@ class Platform:
     bootstrap: str
     tmp: Path
     services: list[Service] = field(default_factory=list)
+    points_url: str | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")}
@@ -189,10 +190,18 @@ class Platform:
         )
 
     def start_points_api(self) -> str:
+        return self.start_api("points")
+
+    def start_api(self, name: str, **env: str) -> str:
+        """Start `loyalty api NAME` on a free port; services after points reach it by LOYALTY_POINTS_URL."""
         port = free_port()
-        self.service("api", "points", LOYALTY_POINTS_PORT=str(port)).start()
+        if self.points_url and name != "points":
+            env.setdefault("LOYALTY_POINTS_URL", self.points_url)
+        self.service("api", name, **{f"LOYALTY_{name.upper()}_PORT": str(port)}, **env).start()
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _ready(url), timeout=30, what=f"{url}/readyz")
+        if name == "points":
+            self.points_url = url
         return url
 
     def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -344,9 +344,10 @@ def decode_cursor(cursor: str) -> int:
         raise InvalidRequest("cursor: not a cursor this API returned") from None
 
 
-def run_api(settings: PointsSettings) -> None:
+def main() -> None:
     import uvicorn
 
+    settings = PointsSettings()
     uvicorn.run(
         create_app(settings),
         host="0.0.0.0",

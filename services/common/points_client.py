@@ -1,0 +1,93 @@
+"""How redemption and lottery move points: the points API's holds and credits, with a service token."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from services.common.auth import mint_token
+
+
+class PointsRejected(Exception):
+    """The points service answered no (4xx): the request itself cannot succeed as it is."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+class PointsUnavailable(Exception):
+    """The points service could not be reached or failed (5xx): the outcome is unknown, try again."""
+
+
+class PointsClient:
+    def __init__(self, base_url: str, jwt_secret: str, service_name: str, timeout: float = 10.0) -> None:
+        self._secret = jwt_secret
+        self._service = service_name
+        self._token = ""
+        self._token_renew_at = 0.0
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def hold(
+        self, hold_id: str, member_id: str, points: int, reason: str, ttl_seconds: int = 300
+    ) -> dict[str, Any]:
+        body = {"hold_id": hold_id, "member_id": member_id, "points": points, "reason": reason,
+                "ttl_seconds": ttl_seconds}  # fmt: skip
+        return await self._call("POST", "/v1/holds", body)
+
+    async def capture(self, hold_id: str, points: int | None = None) -> dict[str, Any]:
+        body = {} if points is None else {"points": points}
+        return await self._call("POST", f"/v1/holds/{hold_id}/capture", body)
+
+    async def void(self, hold_id: str) -> dict[str, Any]:
+        return await self._call("POST", f"/v1/holds/{hold_id}/void", None)
+
+    async def get_hold(self, hold_id: str) -> dict[str, Any] | None:
+        try:
+            return await self._call("GET", f"/v1/holds/{hold_id}", None)
+        except PointsRejected as rejected:
+            if rejected.status == 404:
+                return None
+            raise
+
+    async def credit(self, credit_id: str, member_id: str, points: int, reason: str) -> dict[str, Any]:
+        body = {"credit_id": credit_id, "member_id": member_id, "points": points, "reason": reason}
+        return await self._call("POST", "/v1/credits", body)
+
+    async def balance(self, member_id: str) -> dict[str, Any]:
+        return await self._call("GET", f"/v1/members/{member_id}/balance", None)
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self._service_token()}"}
+        try:
+            response = await self._http.request(method, path, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise PointsUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 500:
+            raise PointsUnavailable(f"{method} {path}: HTTP {response.status_code}")
+        try:
+            payload: dict[str, Any] = response.json()
+        except ValueError:
+            raise PointsUnavailable(f"{method} {path}: not JSON (HTTP {response.status_code})") from None
+        if response.status_code >= 400:
+            raise PointsRejected(
+                response.status_code, str(payload.get("error", "error")), str(payload.get("detail", ""))
+            )
+        return payload
+
+    def _service_token(self) -> str:
+        if time.monotonic() >= self._token_renew_at:
+            self._token = mint_token(self._secret, self._service, "service", ttl_seconds=3600)
+            self._token_renew_at = time.monotonic() + 1800
+        return self._token
