@@ -172,12 +172,14 @@ def cmd_expire(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_campaign(args: argparse.Namespace) -> int:
+    import importlib
+
     try:
-        from services.lottery.verify import verify_campaign_command
+        verify = importlib.import_module("services.lottery.verify")
     except ModuleNotFoundError:
         print("loyalty: the lottery service is not part of this release yet", file=sys.stderr)
         return 2
-    return verify_campaign_command(args.target)
+    return int(verify.verify_campaign_command(args.target))
 
 
 def cmd_token(args: argparse.Namespace) -> int:
