@@ -1,0 +1,305 @@
+"""Catalog, stock and orders in Postgres (schema `redemption`); each method is one transaction."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from services.common.kafka import REDEMPTION_ORDERS
+from services.redemption.domain.model import (
+    InvalidReward,
+    LimitReached,
+    Order,
+    OutOfStock,
+    Reward,
+    SkuExists,
+)
+
+REWARD_COLUMNS = "sku, name, kind, points_price, stock, taken, per_member_limit, starts_at, ends_at, min_tier"
+ORDER_COLUMNS = (
+    "order_id, member_id, sku, quantity, points_spent, status, stage, failure, hold_id, fulfilment,"
+    " created_at"
+)
+
+
+class OrderSettled(Exception):
+    """The order was settled by someone else (the reconciler) while this saga was running."""
+
+
+class RedemptionStore:
+    def __init__(self, pool: asyncpg.Pool, instance_id: str) -> None:
+        self.pool = pool
+        self.instance_id = instance_id
+
+    async def heartbeat(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(
+            """INSERT INTO redemption.instances (instance_id, seen_at) VALUES ($1, now())
+               ON CONFLICT (instance_id) DO UPDATE SET seen_at = now()""",
+            self.instance_id,
+        )
+
+    async def create_reward(self, reward: Reward) -> Reward:
+        try:
+            row = await self.pool.fetchrow(
+                f"""INSERT INTO redemption.rewards ({REWARD_COLUMNS})
+                    VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9) RETURNING {REWARD_COLUMNS}""",
+                reward.sku, reward.name, reward.kind, reward.points_price, reward.stock,
+                reward.per_member_limit, reward.starts_at, reward.ends_at, reward.min_tier,
+            )  # fmt: skip
+        except asyncpg.UniqueViolationError:
+            raise SkuExists(f"a reward with sku {reward.sku!r} exists; PATCH it instead") from None
+        assert row is not None
+        return _reward(row)
+
+    async def update_reward(self, sku: str, changes: dict[str, Any]) -> Reward | None:
+        """Change stock, price, window, limit or tier; stock may not go below what is sold."""
+        allowed = ("name", "points_price", "stock", "per_member_limit", "starts_at", "ends_at", "min_tier")
+        sets = [f"{name} = ${i}" for i, name in enumerate((c for c in allowed if c in changes), start=2)]
+        values = [changes[c] for c in allowed if c in changes]
+        if not sets:
+            return await self.get_reward(sku)
+        try:
+            row = await self.pool.fetchrow(
+                f"""UPDATE redemption.rewards SET {", ".join(sets)}, updated_at = now()
+                    WHERE sku = $1 RETURNING {REWARD_COLUMNS}""",
+                sku,
+                *values,
+            )
+        except asyncpg.CheckViolationError:
+            raise InvalidReward("stock: may not be lower than the units already sold") from None
+        return None if row is None else _reward(row)
+
+    async def get_reward(self, sku: str) -> Reward | None:
+        row = await self.pool.fetchrow(f"SELECT {REWARD_COLUMNS} FROM redemption.rewards WHERE sku = $1", sku)
+        return None if row is None else _reward(row)
+
+    async def list_rewards(self, on_sale_at: datetime | None) -> list[Reward]:
+        rows = await self.pool.fetch(
+            f"""SELECT {REWARD_COLUMNS} FROM redemption.rewards
+                WHERE $1::timestamptz IS NULL
+                   OR ((starts_at IS NULL OR starts_at <= $1) AND (ends_at IS NULL OR $1 < ends_at))
+                ORDER BY sku""",
+            on_sale_at,
+        )
+        return [_reward(r) for r in rows]
+
+    async def start_order(
+        self,
+        order_id: str,
+        member_id: str,
+        idempotency_key: str,
+        request_sha256: bytes,
+        reward: Reward,
+        quantity: int,
+        failure: str | None,
+    ) -> tuple[Order, bytes, bool]:
+        """Record a new order (already failed if `failure`), or find the one under this key.
+
+        Returns the order, the fingerprint of the request that made it, and whether it is new.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""INSERT INTO redemption.orders (order_id, member_id, idempotency_key, request_sha256,
+                        sku, quantity, points_spent, status, stage, failure, hold_id, owner)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                    ON CONFLICT (member_id, idempotency_key) DO NOTHING
+                    RETURNING {ORDER_COLUMNS}, request_sha256""",
+                order_id, member_id, idempotency_key, request_sha256, reward.sku, quantity,
+                reward.points_price * quantity, "failed" if failure else "pending",
+                "done" if failure else "new", failure, f"redemption-{order_id}", self.instance_id,
+            )  # fmt: skip
+            created = row is not None
+            if row is None:
+                row = await conn.fetchrow(
+                    f"""SELECT {ORDER_COLUMNS}, request_sha256 FROM redemption.orders
+                        WHERE member_id = $1 AND idempotency_key = $2""",
+                    member_id,
+                    idempotency_key,
+                )
+                assert row is not None
+            elif failure:
+                await _publish(conn, _order(row))
+        return _order(row), bytes(row["request_sha256"]), created
+
+    async def take_stock(self, order: Order, per_member_limit: int | None) -> None:
+        """Reserve the order's units and count them against the member's limit, or raise."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Locks in one order everywhere: the order row, the reward row, the member's row.
+            current = await self._get_order(conn, order.order_id, lock=True)
+            if (current.status, current.stage) != ("pending", "new"):
+                raise OrderSettled(order.order_id)
+            taken = await conn.fetchval(
+                """UPDATE redemption.rewards SET taken = taken + $2, updated_at = now()
+                   WHERE sku = $1 AND taken + $2 <= stock RETURNING taken""",
+                order.sku,
+                order.quantity,
+            )
+            if taken is None:
+                raise OutOfStock(f"{order.sku} has fewer than {order.quantity} left")
+            if per_member_limit is not None:
+                counted = await conn.fetchval(
+                    """INSERT INTO redemption.member_quantities AS q (member_id, sku, quantity)
+                       SELECT $1::text, $2::text, $3::int WHERE $3::int <= $4::int
+                       ON CONFLICT (member_id, sku) DO UPDATE SET quantity = q.quantity + EXCLUDED.quantity
+                       WHERE q.quantity + EXCLUDED.quantity <= $4
+                       RETURNING quantity""",
+                    order.member_id, order.sku, order.quantity, per_member_limit,
+                )  # fmt: skip
+                if counted is None:
+                    raise LimitReached(f"at most {per_member_limit} of {order.sku} per member")
+            await conn.execute(
+                """UPDATE redemption.orders SET stage = 'stock_taken', updated_at = now()
+                   WHERE order_id = $1 AND status = 'pending' AND stage = 'new'""",
+                order.order_id,
+            )
+
+    async def confirm_order(
+        self, order_id: str, fulfilment_code: str | None, fulfilment: dict[str, object]
+    ) -> Order:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""UPDATE redemption.orders
+                    SET status = 'confirmed', stage = 'done', fulfilment_code = $2, fulfilment = $3,
+                        updated_at = now()
+                    WHERE order_id = $1 AND status = 'pending' AND stage = 'stock_taken'
+                    RETURNING {ORDER_COLUMNS}""",
+                order_id,
+                fulfilment_code,
+                json.dumps(fulfilment),
+            )
+            if row is None:  # someone else (the reconciler) settled it first
+                return await self._get_order(conn, order_id)
+            confirmed = _order(row)
+            await _publish(conn, confirmed)
+            return confirmed
+
+    async def fail_order(self, order_id: str, failure: str) -> Order:
+        """Settle a pending order as failed, giving back any stock it had taken."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            current = await self._get_order(conn, order_id, lock=True)
+            if current.status != "pending":
+                return current
+            if current.stage == "stock_taken":
+                await _release_stock(conn, current)
+            row = await conn.fetchrow(
+                f"""UPDATE redemption.orders SET status = 'failed', stage = 'done', failure = $2,
+                        updated_at = now()
+                    WHERE order_id = $1 RETURNING {ORDER_COLUMNS}""",
+                order_id,
+                failure,
+            )
+            failed = _order(row)
+            await _publish(conn, failed)
+            return failed
+
+    async def cancel_order(self, order_id: str) -> Order:
+        """A confirmed order becomes cancelled and its units go back on sale."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            current = await self._get_order(conn, order_id, lock=True)
+            if current.status != "confirmed":
+                return current
+            await _release_stock(conn, current)
+            row = await conn.fetchrow(
+                f"""UPDATE redemption.orders SET status = 'cancelled', updated_at = now()
+                    WHERE order_id = $1 RETURNING {ORDER_COLUMNS}""",
+                order_id,
+            )
+            cancelled = _order(row)
+            await _publish(conn, cancelled)
+            return cancelled
+
+    async def get_order(self, order_id: str) -> Order | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {ORDER_COLUMNS} FROM redemption.orders WHERE order_id = $1", order_id
+        )
+        return None if row is None else _order(row)
+
+    async def member_orders(self, member_id: str, limit: int, before: datetime | None) -> list[Order]:
+        rows = await self.pool.fetch(
+            f"""SELECT {ORDER_COLUMNS} FROM redemption.orders
+                WHERE member_id = $1 AND ($2::timestamptz IS NULL OR created_at < $2)
+                ORDER BY created_at DESC, order_id DESC LIMIT $3""",
+            member_id,
+            before,
+            limit,
+        )
+        return [_order(r) for r in rows]
+
+    async def orphaned_orders(
+        self, owner_silent_seconds: float, stuck_seconds: float, limit: int = 200
+    ) -> list[Order]:
+        """Pending orders whose process stopped beating, or that are stuck past `stuck_seconds`."""
+        rows = await self.pool.fetch(
+            f"""SELECT {", ".join("o." + c for c in ORDER_COLUMNS.split(", "))}
+                FROM redemption.orders o
+                LEFT JOIN redemption.instances i ON i.instance_id = o.owner
+                WHERE o.status = 'pending'
+                  AND ((o.owner <> $4
+                        AND (i.seen_at IS NULL OR i.seen_at < now() - make_interval(secs => $1)))
+                       OR o.updated_at < now() - make_interval(secs => $2))
+                ORDER BY o.updated_at LIMIT $3""",
+            owner_silent_seconds,
+            stuck_seconds,
+            limit,
+            self.instance_id,  # this process's own orders are in flight here, not orphaned
+        )
+        return [_order(r) for r in rows]
+
+    async def stock_levels(self) -> list[tuple[str, int]]:
+        rows = await self.pool.fetch("SELECT sku, stock - taken AS remaining FROM redemption.rewards")
+        return [(r["sku"], r["remaining"]) for r in rows]
+
+    async def _get_order(self, conn: Any, order_id: str, lock: bool = False) -> Order:
+        row = await conn.fetchrow(
+            f"SELECT {ORDER_COLUMNS} FROM redemption.orders WHERE order_id = $1"
+            + (" FOR UPDATE" if lock else ""),
+            order_id,
+        )
+        assert row is not None
+        return _order(row)
+
+
+async def _release_stock(conn: Any, order: Order) -> None:
+    await conn.execute(
+        "UPDATE redemption.rewards SET taken = taken - $2, updated_at = now() WHERE sku = $1",
+        order.sku,
+        order.quantity,
+    )
+    await conn.execute(
+        """UPDATE redemption.member_quantities SET quantity = greatest(quantity - $3, 0)
+           WHERE member_id = $1 AND sku = $2""",
+        order.member_id,
+        order.sku,
+        order.quantity,
+    )
+
+
+async def _publish(conn: Any, order: Order) -> None:
+    payload = {
+        "order_id": order.order_id, "member_id": order.member_id, "sku": order.sku,
+        "quantity": order.quantity, "points_spent": order.points_spent, "status": order.status,
+        "failure": order.failure, "fulfilment": order.fulfilment,
+        "created_at": order.created_at.isoformat(),
+    }  # fmt: skip
+    await conn.execute(
+        "INSERT INTO redemption.outbox (topic, key, payload) VALUES ($1, $2, $3)",
+        REDEMPTION_ORDERS,
+        order.member_id,
+        json.dumps(payload),
+    )
+
+
+def _reward(row: Any) -> Reward:
+    return Reward(**{k: row[k] for k in REWARD_COLUMNS.split(", ")})
+
+
+def _order(row: Any) -> Order:
+    fulfilment = row["fulfilment"]
+    return Order(
+        row["order_id"], row["member_id"], row["sku"], row["quantity"], row["points_spent"],
+        row["status"], row["stage"], row["failure"], row["hold_id"],
+        json.loads(fulfilment) if fulfilment else None, row["created_at"],
+    )  # fmt: skip
