@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -65,21 +66,37 @@ def run_platform(settings: LoyaltySettings, demo: bool) -> int:
         say(f"Migrations    {len(applied)} applied, schema up to date")
         asyncio.run(ensure_topics(bootstrap))
 
-        env = {**os.environ, "LOYALTY_DATABASE_URL": dsn, "LOYALTY_KAFKA_BOOTSTRAP": bootstrap}
-        children.append(spawn("points-worker", ["worker", "points"], env, home))
-        children.append(spawn("points-api", ["api", "points"], env, home))
         points_url = f"http://127.0.0.1:{settings.points_port}"
-        wait_ready(f"{points_url}/readyz", children)
+        env = {
+            **os.environ,
+            "LOYALTY_DATABASE_URL": dsn,
+            "LOYALTY_KAFKA_BOOTSTRAP": bootstrap,
+            "LOYALTY_POINTS_URL": settings.points_url or points_url,
+        }
+        children.append(spawn("points-worker", ["worker", "points"], env, home))
+        urls: dict[str, str] = {}
+        for name, port in (
+            ("points", settings.points_port),
+            ("redemption", settings.redemption_port),
+            ("lottery", settings.lottery_port),
+        ):
+            if importlib.util.find_spec(f"services.{name}.entrypoints.api") is None:
+                continue
+            children.append(spawn(f"{name}-api", ["api", name], env, home))
+            urls[name] = f"http://127.0.0.1:{port}"
+        for url in urls.values():
+            wait_ready(f"{url}/readyz", children)
         say("")
-        say(f"Points API    {points_url}   (docs {points_url}/docs, metrics {points_url}/metrics)")
+        for name, url in urls.items():
+            say(f"{name.capitalize() + ' API':<16}{url}   (docs {url}/docs, metrics {url}/metrics)")
         worker_port = os.environ.get("LOYALTY_WORKER_METRICS_PORT", "9101")
-        say(f"Points worker metrics http://127.0.0.1:{worker_port}/metrics")
-        say(f"Logs          {home / 'logs'}")
+        say(f"{'Points worker':<16}metrics on http://127.0.0.1:{worker_port}/metrics")
+        say(f"{'Logs':<16}{home / 'logs'}")
         if demo:
             from services.demo.report import play_demo
 
             say("")
-            play_demo(settings, dsn, bootstrap, points_url, children_alive=lambda: check(children))
+            play_demo(settings, dsn, bootstrap, urls, children_alive=lambda: check(children))
         say("")
         say("Running. Press Ctrl-C to stop.")
         while True:

@@ -30,6 +30,8 @@ async def create_pool(
 
 def _migration_files(service: str) -> list[tuple[int, str, str]]:
     folder = resources.files(f"services.{service}").joinpath("migrations")
+    if not folder.is_dir():  # a service with no tables yet
+        return []
     found = []
     for item in folder.iterdir():
         if item.name.endswith(".sql"):
@@ -71,7 +73,7 @@ async def migrate(dsn: str, services: tuple[str, ...] = MIGRATED_SERVICES) -> li
                         version,
                         name,
                     )
-                log.info("applied migration %s/%s", service, name)
+                log.debug("applied migration %s/%s", service, name)
                 applied_now.append(f"{service}/{name}")
     finally:
         await conn.close()

@@ -16,12 +16,14 @@ from tests.integration.conftest import REPO
 
 
 def test_up_plays_the_demo_serves_the_api_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    api_port, metrics_port = free_port(), free_port()
+    api_port, metrics_port, redemption_port, lottery_port = free_port(), free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")}
     env.update(
         LOYALTY_HOME=str(tmp_path / "home"),
         LOYALTY_POINTS_PORT=str(api_port),
         LOYALTY_WORKER_METRICS_PORT=str(metrics_port),
+        LOYALTY_REDEMPTION_PORT=str(redemption_port),
+        LOYALTY_LOTTERY_PORT=str(lottery_port),
     )
     up = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "up"],
@@ -47,6 +49,9 @@ def test_up_plays_the_demo_serves_the_api_and_stops_cleanly_on_sigterm(tmp_path:
         assert "applied      2,500 events exactly once" in output, output
         assert "rejected" in output and "Points liability:" in output, output
         assert f"http://127.0.0.1:{api_port}" in output
+        # The redemption part: two premiere seats sold, the third refused, a retry deduplicated.
+        assert output.count("premiere") >= 3 and "refused    out_of_stock" in output, output
+        assert "cancelled, points back" in output, output
         assert httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=5).status_code == 200
         worker_metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
         assert 'loyalty_billing_events_total{outcome="applied"} 2500.0' in worker_metrics
