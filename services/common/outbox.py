@@ -9,12 +9,14 @@ every event carries its own id for consumers to deduplicate).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import zlib
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from services.common.kafka import make_producer
 from services.common.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_SECONDS, OUTBOX_PUBLISHED
 
 log = logging.getLogger(__name__)
@@ -24,14 +26,15 @@ class OutboxRelay:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        producer: AIOKafkaProducer,
+        bootstrap: str,
         schema: str,
         *,
         batch_size: int = 2000,
         idle_seconds: float = 0.2,
     ) -> None:
         self._pool = pool
-        self._producer = producer
+        self._bootstrap = bootstrap
+        self._producer: AIOKafkaProducer | None = None
         self._schema = schema
         self._batch_size = batch_size
         self._idle_seconds = idle_seconds
@@ -49,6 +52,7 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
+            assert self._producer is not None
             sent = [
                 await self._producer.send(
                     r["topic"],
@@ -77,7 +81,34 @@ class OutboxRelay:
         OUTBOX_OLDEST_SECONDS.labels(self._schema).set(float(row["age"]))
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay until `stop` is set; broker or database trouble is retried, never fatal."""
+        """Relay until `stop` is set; broker or database trouble is retried, never fatal.
+
+        The producer starts here, not with the service: a service comes up (and says it is
+        not ready) while the broker is away, and its events wait in the outbox meanwhile.
+        """
+        try:
+            await self._start_producer(stop)
+            await self._relay(stop)
+        finally:
+            if self._producer is not None:
+                with contextlib.suppress(Exception):
+                    await self._producer.stop()
+
+    async def _start_producer(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            producer = make_producer(self._bootstrap)
+            try:
+                await producer.start()
+            except Exception as exc:  # broker not there yet
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                log.warning("outbox relay for %s: broker unavailable (%s); retrying", self._schema, exc)
+                await _sleep_or_stop(stop, 2.0)
+                continue
+            self._producer = producer
+            return
+
+    async def _relay(self, stop: asyncio.Event) -> None:
         last_measure = 0.0
         loop = asyncio.get_running_loop()
         while not stop.is_set():

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import Platform, PostgresServer, new_platform, token, wait_until
+from tests.integration.conftest import Platform, PostgresServer, new_platform, token
 
 ADMIN = {"Authorization": f"Bearer {token(role='admin')}"}
 
@@ -40,11 +40,11 @@ def reward(api: str, **fields: Any) -> dict[str, Any]:
 async def fund_all(points: str, members: list[str], each: int) -> None:
     async with httpx.AsyncClient(base_url=points, headers=ADMIN, timeout=60) as client:
         for start in range(0, len(members), 100):
-            responses = await asyncio.gather(*(
-                client.post("/v1/admin/adjustments", json={"adjustment_id": f"fund-{m}-{each}", "member_id": m,
-                                                           "delta": each, "reason": "test"})
-                for m in members[start:start + 100]
-            ))  # fmt: skip
+            bodies = [
+                {"adjustment_id": f"fund-{m}-{each}", "member_id": m, "delta": each, "reason": "test"}
+                for m in members[start : start + 100]
+            ]
+            responses = await asyncio.gather(*(client.post("/v1/admin/adjustments", json=b) for b in bodies))
             assert all(r.status_code == 201 for r in responses)
 
 
@@ -67,7 +67,7 @@ def available(points: str, member: str) -> int:
 def test_a_thousand_concurrent_orders_for_a_hundred_units_sell_exactly_a_hundred(
     env: tuple[Platform, str, str],
 ) -> None:
-    platform, points, api = env
+    _, points, api = env
     sku = reward(api, stock=100, points_price=250, kind="event_ticket")["sku"]
     members = [f"fan{i:04d}" for i in range(1000)]
     asyncio.run(fund_all(points, members, 1000))
@@ -126,7 +126,7 @@ def test_per_member_limit_holds_under_concurrency(env: tuple[Platform, str, str]
 
 
 def test_window_tier_unknown_sku_and_missing_key_are_refused(env: tuple[Platform, str, str]) -> None:
-    platform, points, api = env
+    _, points, api = env
     asyncio.run(fund_all(points, ["win"], 1000))
 
     def order(sku: str, key: str | None = "k") -> httpx.Response:
@@ -189,6 +189,14 @@ def test_cancellation_gives_points_and_stock_back(env: tuple[Platform, str, str]
     ],
 )
 def test_bad_order_bodies_are_422(env: tuple[Platform, str, str], body: Any) -> None:
-    response = httpx.post(f"{env[2]}/v1/redemptions", content=json.dumps(body),
-                          headers={**ADMIN, "Idempotency-Key": "b", "Content-Type": "application/json"})  # fmt: skip
+    headers = {**ADMIN, "Idempotency-Key": "b", "Content-Type": "application/json"}
+    response = httpx.post(f"{env[2]}/v1/redemptions", content=json.dumps(body), headers=headers)
     assert response.status_code == 422 and response.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("path", ["/v1/redemptions/%00", "/v1/redemptions/%ED%A0%80"])
+def test_order_ids_no_client_could_have_made_are_422_not_500(
+    env: tuple[Platform, str, str], path: str
+) -> None:
+    response = httpx.get(f"{env[2]}{path}", headers=ADMIN)
+    assert (response.status_code, response.json()["error"]) == (422, "invalid_request")

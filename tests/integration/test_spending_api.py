@@ -228,3 +228,9 @@ async def post_concurrently(api: str, path: str, bodies: list[Any]) -> list[http
     limits = httpx.Limits(max_connections=len(bodies))
     async with httpx.AsyncClient(base_url=api, headers=SERVICE, timeout=30, limits=limits) as client:
         return list(await asyncio.gather(*(client.post(path, json=b) for b in bodies)))
+
+
+@pytest.mark.parametrize("path", ["/v1/holds/%00/capture", "/v1/holds/%FF/void", "/v1/holds/a%20b/capture"])
+def test_hold_ids_no_client_could_have_made_are_422_not_500(env: tuple[Platform, str], path: str) -> None:
+    response = post(env[1], path)
+    assert (response.status_code, response.json()["error"]) == (422, "invalid_request")

@@ -26,9 +26,9 @@ from services.common.http import (
     add_ops_routes,
     install_error_handlers,
 )
-from services.common.kafka import broker_reachable, make_producer
+from services.common.kafka import broker_reachable
 from services.common.outbox import OutboxRelay
-from services.common.validation import ClientId, MemberIdField, Text
+from services.common.validation import ClientId, ClientIdPath, MemberIdField, Text
 from services.points.adapters.postgres import PostgresLedger, ledger_transaction
 from services.points.adapters.queries import read_balance, read_entries
 from services.points.domain.errors import InvalidRequest, PointsError, UnknownHold
@@ -149,21 +149,17 @@ def create_app(settings: PointsSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bootstrap = settings.resolved_kafka_bootstrap()
         pool = await create_pool(settings.resolved_database_url(), timezone=settings.business_timezone)
-        producer = make_producer(bootstrap)
         stop = asyncio.Event()
         app.state.pool = pool
         app.state.bootstrap = bootstrap
         background: list[asyncio.Task[None]] = []
         try:
-            await producer.start()
-            background.append(asyncio.create_task(OutboxRelay(pool, producer, "points").run(stop)))
+            background.append(asyncio.create_task(OutboxRelay(pool, bootstrap, "points").run(stop)))
             background.append(asyncio.create_task(void_expired_holds_forever(pool, stop)))
             yield
         finally:
             stop.set()
             await asyncio.gather(*background, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await producer.stop()
             await pool.close()
 
     app = FastAPI(
@@ -249,7 +245,9 @@ def create_app(settings: PointsSettings) -> FastAPI:
         )
 
     @app.post("/v1/holds/{hold_id}/capture", response_model=CaptureOut, tags=["spending"])
-    async def capture(hold_id: str, principal: PrincipalDep, body: CaptureIn | None = None) -> CaptureOut:
+    async def capture(
+        hold_id: ClientIdPath, principal: PrincipalDep, body: CaptureIn | None = None
+    ) -> CaptureOut:
         """Spend a pending hold, all of it or `points` of it; the rest returns to the member."""
         principal.require_role("service", "admin")
         points = body.points if body else None
@@ -257,14 +255,14 @@ def create_app(settings: PointsSettings) -> FastAPI:
         return CaptureOut(hold_id=hold.hold_id, status=hold.status, points=hold.captured)
 
     @app.post("/v1/holds/{hold_id}/void", response_model=VoidOut, tags=["spending"])
-    async def void(hold_id: str, principal: PrincipalDep) -> VoidOut:
+    async def void(hold_id: ClientIdPath, principal: PrincipalDep) -> VoidOut:
         """Give a pending hold's points back to the lots they came from."""
         principal.require_role("service", "admin")
         hold = await retrying(lambda: void_hold(unit_of_work, hold_id, now()))
         return VoidOut(hold_id=hold.hold_id, status=hold.status)
 
     @app.get("/v1/holds/{hold_id}", response_model=HoldOut, tags=["spending"])
-    async def get_hold(hold_id: str, principal: PrincipalDep, request: Request) -> HoldOut:
+    async def get_hold(hold_id: ClientIdPath, principal: PrincipalDep, request: Request) -> HoldOut:
         """A hold's current state (for reconcilers)."""
         principal.require_role("service", "admin")
         async with request.app.state.pool.acquire() as conn:

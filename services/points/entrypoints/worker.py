@@ -26,7 +26,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import start_http_server
 
 from services.common.db import TRANSIENT_DB_ERRORS, create_pool
-from services.common.kafka import BILLING_EVENTS, ensure_topics, make_producer
+from services.common.kafka import BILLING_EVENTS, ensure_topics
 from services.common.outbox import OutboxRelay
 from services.points import metrics
 from services.points.adapters.postgres import ledger_transaction
@@ -74,12 +74,10 @@ class PointsWorker:
             rebalance_timeout_ms=10000,
             max_poll_interval_ms=300000,
         )
-        producer = make_producer(bootstrap)
         self.unit_of_work = partial(ledger_transaction, pool)
         try:
-            await producer.start()
             await consumer.start()
-            relay = OutboxRelay(pool, producer, "points")
+            relay = OutboxRelay(pool, bootstrap, "points")
             tasks = [
                 asyncio.create_task(self._consume(consumer), name="consume"),
                 asyncio.create_task(relay.run(self.stop), name="outbox"),
@@ -99,8 +97,6 @@ class PointsWorker:
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()
-            with contextlib.suppress(Exception):
-                await producer.stop()
             await pool.close()
             log.info("points worker stopped")
 

@@ -28,10 +28,10 @@ from services.common.http import (
     add_ops_routes,
     install_error_handlers,
 )
-from services.common.kafka import broker_reachable, make_producer
+from services.common.kafka import broker_reachable
 from services.common.outbox import OutboxRelay
 from services.common.points_client import PointsClient
-from services.common.validation import ClientId, MemberIdField, Text
+from services.common.validation import ClientId, ClientIdPath, MemberIdField, Text
 from services.redemption import metrics
 from services.redemption.adapters.postgres import RedemptionStore
 from services.redemption.domain.model import (
@@ -144,7 +144,6 @@ def create_app(settings: RedemptionSettings) -> FastAPI:
         pool = await create_pool(
             settings.resolved_database_url(), timezone=settings.business_timezone, max_size=20
         )
-        producer = make_producer(bootstrap)
         points = PointsClient(settings.resolved_points_url(), settings.jwt_secret, "redemption")
         store = RedemptionStore(
             pool, instance_id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -157,9 +156,8 @@ def create_app(settings: RedemptionSettings) -> FastAPI:
         stop = asyncio.Event()
         background: list[asyncio.Task[None]] = []
         try:
-            await producer.start()
             background += [
-                asyncio.create_task(OutboxRelay(pool, producer, "redemption").run(stop)),
+                asyncio.create_task(OutboxRelay(pool, bootstrap, "redemption").run(stop)),
                 asyncio.create_task(reconcile_forever(app.state.orders, settings, stop)),
                 asyncio.create_task(measure_stock_forever(store, stop)),
                 asyncio.create_task(beat_forever(store, heartbeat_conn, stop)),
@@ -170,8 +168,6 @@ def create_app(settings: RedemptionSettings) -> FastAPI:
             await asyncio.gather(*background, return_exceptions=True)
             await points.close()
             await heartbeat_conn.close()
-            with contextlib.suppress(Exception):
-                await producer.stop()
             await pool.close()
 
     app = FastAPI(
@@ -277,7 +273,7 @@ def create_app(settings: RedemptionSettings) -> FastAPI:
         return order_out(await request.app.state.orders.place(order_request, now()))
 
     @app.get("/v1/redemptions/{order_id}", response_model=OrderOut, tags=["orders"])
-    async def get_order(order_id: str, principal: PrincipalDep, request: Request) -> OrderOut:
+    async def get_order(order_id: ClientIdPath, principal: PrincipalDep, request: Request) -> OrderOut:
         """One order."""
         order = await find_order(request.app.state.store, order_id)
         principal.require_member_access(order.member_id)
@@ -300,7 +296,7 @@ def create_app(settings: RedemptionSettings) -> FastAPI:
         return OrdersPage(orders=[order_out(o) for o in page], next_cursor=next_cursor)
 
     @app.post("/v1/redemptions/{order_id}/cancel", tags=["orders"])
-    async def cancel(order_id: str, principal: PrincipalDep, request: Request) -> dict[str, str]:
+    async def cancel(order_id: ClientIdPath, principal: PrincipalDep, request: Request) -> dict[str, str]:
         """Cancel a confirmed order: its points are credited back and its stock returns."""
         principal.require_role("member", "admin")
         order = await find_order(request.app.state.store, order_id)
