@@ -1,4 +1,4 @@
-"""The redemption service killed mid-order: every order ends confirmed with its points, or undone with none."""
+"""The redemption service killed mid-order: each order ends confirmed with its points, or with none."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_sigkill_between_hold_and_capture_is_finished_or_undone_within_the_hold_
                             "/v1/redemptions",
                             json={"member_id": m, "sku": sku},
                             headers={**as_member(m), "Idempotency-Key": f"o-{m}"},
-                        )  # fmt: skip
+                        )
                         for m in members
                     ),
                     return_exceptions=True,  # the server dies under them
