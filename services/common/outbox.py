@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
+from collections import Counter
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -66,8 +67,8 @@ class OutboxRelay:
                 f"DELETE FROM {self._schema}.outbox WHERE id = ANY($1::bigint[])",
                 [r["id"] for r in rows],
             )
-        for r in rows:
-            OUTBOX_PUBLISHED.labels(self._schema, r["topic"]).inc()
+        for topic, count in Counter(r["topic"] for r in rows).items():
+            OUTBOX_PUBLISHED.labels(self._schema, topic).inc(count)
         return len(rows)
 
     async def measure_backlog(self) -> None:

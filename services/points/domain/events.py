@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 EVENT_TYPES = ("bill_settled", "recharge", "bill_adjusted", "contract_renewed", "service_activated")
 AMOUNT_TYPES = ("bill_settled", "recharge", "bill_adjusted")
 TIERS = ("standard", "silver", "gold", "diamond")
@@ -44,8 +46,29 @@ class BillingEvent:
 
 
 def fingerprint(payload: dict[str, Any]) -> bytes:
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode()).digest()
+    """SHA-256 of the payload with sorted keys: the same fields and values, the same hash.
+
+    The canonical form is stored with every applied event; changing it would make replays of
+    old events look like conflicting duplicates.
+    """
+    try:
+        canonical = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits, or a lone surrogate: the standard library copes
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return hashlib.sha256(canonical).digest()
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # Lone surrogates are valid JSON that orjson refuses: the standard library reads them (and
+        # validation then names the field), or says what is wrong with the text.
+        return json.loads(raw.decode("utf-8"))
+    if isinstance(payload, dict) and isinstance(payload.get("amount_fen"), float):
+        # orjson reads an integer beyond 64 bits as a float; read again to tell 1e30 from 10**30.
+        return json.loads(raw.decode("utf-8"))
+    return payload
 
 
 def parse_billing_event(raw: bytes | None) -> BillingEvent:
@@ -53,8 +76,8 @@ def parse_billing_event(raw: bytes | None) -> BillingEvent:
     if raw is None:
         raise RejectedEvent("not_json", "the record has no value")
     try:
-        # Decoded explicitly: json.loads(bytes) would also guess UTF-16 and UTF-32.
-        payload = json.loads(raw.decode("utf-8"))
+        # Decoded as UTF-8 only: json.loads(bytes) would also guess UTF-16 and UTF-32.
+        payload = _loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RejectedEvent("not_json", f"not valid UTF-8 JSON: {exc}") from None
     if not isinstance(payload, dict):

@@ -66,18 +66,39 @@ class IngestUnitOfWork(Protocol):
 UnitOfWorkFactory = Callable[[], AbstractAsyncContextManager[IngestUnitOfWork]]
 
 
+@dataclass(frozen=True)
+class ParsedBatch:
+    """Records validated, before any I/O: the events to apply and the records rejected."""
+
+    records: Sequence[Record]
+    events: list[tuple[Record, BillingEvent]]
+    rejected: list[DeadLetter]
+
+
+def parse_batch(records: Sequence[Record]) -> ParsedBatch:
+    events: list[tuple[Record, BillingEvent]] = []
+    rejected: list[DeadLetter] = []
+    for record in records:
+        try:
+            events.append((record, parse_billing_event(record.value)))
+        except RejectedEvent as why:
+            rejected.append(DeadLetter.of(record, why.reason, why.detail))
+    return ParsedBatch(records, events, rejected)
+
+
 async def apply_batch(
     unit_of_work: UnitOfWorkFactory, records: Sequence[Record], policy: EarningPolicy
 ) -> BatchOutcome:
     """Apply records in order, exactly once per event_id, in one transaction."""
-    outcome = BatchOutcome()
-    parsed: list[tuple[Record, BillingEvent]] = []
-    for record in records:
-        try:
-            parsed.append((record, parse_billing_event(record.value)))
-        except RejectedEvent as rejected:
-            outcome.dead_letters.append(DeadLetter.of(record, rejected.reason, rejected.detail))
+    return await apply_parsed(unit_of_work, parse_batch(records), policy)
 
+
+async def apply_parsed(
+    unit_of_work: UnitOfWorkFactory, batch: ParsedBatch, policy: EarningPolicy
+) -> BatchOutcome:
+    """The transaction of `apply_batch`, for records parsed beforehand (safe to call again)."""
+    outcome = BatchOutcome(dead_letters=list(batch.rejected))
+    parsed = batch.events
     async with unit_of_work() as uow:
         # Sorted, so that two workers locking overlapping members never deadlock.
         accounts = await uow.lock_accounts(sorted({event.member_id for _, event in parsed}))
