@@ -14,8 +14,19 @@ MIGRATED_SERVICES = ("points", "redemption", "lottery")
 
 
 async def create_pool(
-    dsn: str, *, timezone: str = "Asia/Shanghai", min_size: int = 1, max_size: int = 10
+    dsn: str,
+    *,
+    timezone: str = "Asia/Shanghai",
+    min_size: int = 1,
+    max_size: int = 10,
+    reset_sessions: bool = True,
 ) -> asyncpg.Pool:
+    """A pool; `reset_sessions=False` skips the reset query asyncpg sends on every release.
+
+    That query (unlock advisory locks, close cursors, unlisten, RESET ALL) is a round trip
+    per checkout; a service that leaves no session state behind can do without it (an open
+    transaction is still rolled back).
+    """
     # Timestamps rendered by Postgres (outbox JSON) then carry the business time zone's offset.
     pool = await asyncpg.create_pool(
         dsn,
@@ -23,9 +34,14 @@ async def create_pool(
         max_size=max_size,
         command_timeout=60,
         server_settings={"timezone": timezone},
+        reset=None if reset_sessions else _keep_session,
     )
     assert pool is not None
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset: asyncpg has already rolled back any transaction left open."""
 
 
 def _migration_files(service: str) -> list[tuple[int, str, str]]:

@@ -59,7 +59,8 @@ def install_error_handlers(app: FastAPI, domain_error: type[Exception], statuses
     app.add_exception_handler(Exception, on_unexpected)
 
 
-def authenticate(request: Request) -> Principal:
+async def authenticate(request: Request) -> Principal:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, on every request.
     verifier: TokenVerifier = request.app.state.verifier
     return verifier.verify(request.headers.get("authorization"))
 

@@ -148,7 +148,13 @@ def create_app(settings: PointsSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bootstrap = settings.resolved_kafka_bootstrap()
-        pool = await create_pool(settings.resolved_database_url(), timezone=settings.business_timezone)
+        # The API leaves no session state on its connections, so asyncpg's reset round trip is skipped.
+        pool = await create_pool(
+            settings.resolved_database_url(),
+            timezone=settings.business_timezone,
+            max_size=20,
+            reset_sessions=False,
+        )
         stop = asyncio.Event()
         app.state.pool = pool
         app.state.bootstrap = bootstrap

@@ -127,18 +127,12 @@ class RedemptionStore:
     async def take_stock(self, order: Order, per_member_limit: int | None) -> None:
         """Reserve the order's units and count them against the member's limit, or raise."""
         async with self.pool.acquire() as conn, conn.transaction():
-            # Locks in one order everywhere: the order row, the reward row, the member's row.
+            # Locks in one order everywhere: the order row, the member's count, the reward row.
+            # The reward row is the hot one on a campaign day, so it is taken last, just before
+            # the commit, and held for as short a time as possible.
             current = await self._get_order(conn, order.order_id, lock=True)
             if (current.status, current.stage) != ("pending", "new"):
                 raise OrderSettled(order.order_id)
-            taken = await conn.fetchval(
-                """UPDATE redemption.rewards SET taken = taken + $2, updated_at = now()
-                   WHERE sku = $1 AND taken + $2 <= stock RETURNING taken""",
-                order.sku,
-                order.quantity,
-            )
-            if taken is None:
-                raise OutOfStock(f"{order.sku} has fewer than {order.quantity} left")
             if per_member_limit is not None:
                 counted = await conn.fetchval(
                     """INSERT INTO redemption.member_quantities AS q (member_id, sku, quantity)
@@ -152,9 +146,17 @@ class RedemptionStore:
                     raise LimitReached(f"at most {per_member_limit} of {order.sku} per member")
             await conn.execute(
                 """UPDATE redemption.orders SET stage = 'stock_taken', updated_at = now()
-                   WHERE order_id = $1 AND status = 'pending' AND stage = 'new'""",
+                   WHERE order_id = $1""",
                 order.order_id,
             )
+            taken = await conn.fetchval(
+                """UPDATE redemption.rewards SET taken = taken + $2, updated_at = now()
+                   WHERE sku = $1 AND taken + $2 <= stock RETURNING taken""",
+                order.sku,
+                order.quantity,
+            )
+            if taken is None:
+                raise OutOfStock(f"{order.sku} has fewer than {order.quantity} left")
 
     async def confirm_order(
         self, order_id: str, fulfilment_code: str | None, fulfilment: dict[str, object]
@@ -263,15 +265,16 @@ class RedemptionStore:
 
 
 async def _release_stock(conn: Any, order: Order) -> None:
-    await conn.execute(
-        "UPDATE redemption.rewards SET taken = taken - $2, updated_at = now() WHERE sku = $1",
-        order.sku,
-        order.quantity,
-    )
+    # The member's count before the reward row, as in take_stock, so the two cannot deadlock.
     await conn.execute(
         """UPDATE redemption.member_quantities SET quantity = greatest(quantity - $3, 0)
            WHERE member_id = $1 AND sku = $2""",
         order.member_id,
+        order.sku,
+        order.quantity,
+    )
+    await conn.execute(
+        "UPDATE redemption.rewards SET taken = taken - $2, updated_at = now() WHERE sku = $1",
         order.sku,
         order.quantity,
     )

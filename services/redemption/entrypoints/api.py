@@ -142,7 +142,10 @@ def create_app(settings: RedemptionSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bootstrap = settings.resolved_kafka_bootstrap()
         pool = await create_pool(
-            settings.resolved_database_url(), timezone=settings.business_timezone, max_size=20
+            settings.resolved_database_url(),
+            timezone=settings.business_timezone,
+            max_size=20,
+            reset_sessions=False,
         )
         points = PointsClient(settings.resolved_points_url(), settings.jwt_secret, "redemption")
         store = RedemptionStore(
