@@ -1,0 +1,259 @@
+"""Instant draws: hold the cost, decide the draw in one transaction, then capture.
+
+The order, and what a crash at each step leaves behind:
+1. record the request (`pending`, payment `held`) — before any hold exists, so
+   that a hold can never exist that the lottery does not know about;
+2. hold the cost with the points service (hold id derived from campaign and key);
+3. one transaction: lock the member's participant row (nonce, limits) and the
+   rolled prize's row (stock), write the draw and its event (`drawn`);
+4. capture the hold, credit a prize of points, record that (`captured`).
+A crash after 1 or 2 leaves a `pending` request: a retry with the same key goes on
+from there, and without one the reconciler refuses it and voids its hold. A crash
+after 3 leaves a `drawn` draw whose hold the reconciler captures. See
+service_layer/reconcile.py for what remains when a hold expires first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+from services.common.points_client import PointsRejected
+from services.common.points_client import PointsUnavailable as PointsDown
+from services.lottery.domain import events
+from services.lottery.domain.campaign import INSTANT, Campaign
+from services.lottery.domain.draws import CREDIT_DUE, CREDITED, DRAWN, PENDING, REFUSED, Draw
+from services.lottery.domain.errors import (
+    CampaignClosed,
+    IdempotencyConflict,
+    InsufficientPoints,
+    LimitReached,
+    LotteryError,
+    PointsUnavailable,
+    refusal,
+)
+from services.lottery.domain.fairness import roll, rolled_prize, stock_allows
+from services.lottery.metrics import (
+    DRAW_REFUSALS,
+    DRAW_SECONDS,
+    DRAWS,
+    LIMIT_REJECTIONS,
+    PRIZE_CREDITS,
+    PRIZES_LEFT,
+)
+from services.lottery.service_layer import payments
+from services.lottery.service_layer.context import Lottery
+from services.lottery.service_layer.ports import LotteryRepository, StoredCampaign
+
+# PointsDown is the points client's "no answer" (unreachable, timeout, 5xx); PointsUnavailable
+# is the lottery's own error, the 503 it answers then.
+log = logging.getLogger("loyalty.lottery.draws")
+
+
+async def make_draw(
+    lottery: Lottery, campaign_id: str, idempotency_key: str, member_id: str, client_seed: str
+) -> Draw:
+    """Draw once for a member; the same key and body again answers the same, whatever happened."""
+    started = time.perf_counter()
+    stored = await lottery.book.get(campaign_id)
+    campaign = stored.campaign
+    campaign.ensure_kind(INSTANT)
+    request = Draw.requested(campaign_id, idempotency_key, member_id, client_seed, campaign.cost_points)
+    try:
+        await _precheck(lottery, campaign, member_id)
+    except (CampaignClosed, LimitReached) as refused:
+        # Refused without a hold and without recording the request, unless it is the retry of an
+        # earlier one: that still gets its answer.
+        async with lottery.store.connection() as repo:
+            earlier = await repo.find_draw(campaign_id, idempotency_key)
+        if earlier is None:
+            _count_refusal(refused)
+            raise
+        return await _answer_again(lottery, request, earlier)
+
+    async with lottery.store.connection() as repo:
+        earlier = await repo.insert_draw(request)
+    if earlier is not None:
+        if earlier.status != PENDING:
+            return await _answer_again(lottery, request, earlier)
+        if earlier.request_sha256 != request.request_sha256:
+            raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was used for another request")
+        # A retry of a request that was interrupted, or a copy racing it: go on from where it is.
+
+    if request.hold_id is not None:
+        await _hold(lottery, request)
+    try:
+        async with lottery.store.transaction() as repo:
+            draw, decided_now = await _decide(lottery, repo, stored, request)
+        if decided_now:
+            _count(draw, campaign)
+    except (CampaignClosed, LimitReached) as refused:
+        draw = await _refuse(lottery, request, refused)
+        if draw.status != DRAWN:
+            raise
+    if draw.status == REFUSED:
+        # The reconciler gave up on this request while it waited for its hold, and may have voided
+        # the hold before it was placed: void it again, nothing will ever capture it.
+        await _void_quietly(lottery, request)
+        return await _answer_again(lottery, request, draw)
+    draw = await settle_draw(lottery, draw)
+    DRAW_SECONDS.observe(time.perf_counter() - started)
+    return draw
+
+
+async def _precheck(lottery: Lottery, campaign: Campaign, member_id: str) -> None:
+    """Refuse early what is sure to be refused, before holding points: it is decided again under lock."""
+    now = lottery.clock()
+    campaign.ensure_open(now)
+    if campaign.per_member_limit is None and campaign.per_member_daily_limit is None:
+        return
+    async with lottery.store.connection() as repo:
+        participant = await repo.find_participant(campaign.campaign_id, member_id)
+    if participant is not None:
+        participant.ensure_may_draw(campaign, lottery.business_day(now))
+
+
+async def _hold(lottery: Lottery, request: Draw) -> None:
+    assert request.hold_id is not None
+    try:
+        await lottery.points.hold(
+            request.hold_id,
+            request.member_id,
+            request.cost_points,
+            f"lottery draw {request.campaign_id}",
+            lottery.draw_hold_ttl_seconds,
+        )
+    except PointsRejected as rejected:
+        error: LotteryError = (
+            InsufficientPoints(f"{request.member_id} has fewer than {request.cost_points} points available")
+            if rejected.code == "insufficient_points"
+            else refusal(rejected.code, f"the points service refused the hold: {rejected.detail}")
+        )
+        await _refuse(lottery, request, error)
+        raise error from None
+    except PointsDown as down:
+        # The hold may or may not exist: the request stays pending, to be retried with the same key
+        # (the hold is idempotent) or, if nobody does, refused and voided by the reconciler.
+        raise PointsUnavailable(
+            f"the points service is unavailable ({down}); retry with the same Idempotency-Key"
+        ) from down
+
+
+async def _decide(
+    lottery: Lottery, repo: LotteryRepository, stored: StoredCampaign, request: Draw
+) -> tuple[Draw, bool]:
+    """The draw itself, in one transaction; raises CampaignClosed or LimitReached to refuse it.
+
+    Returns the draw and whether it was decided now (rather than by a copy of this request).
+    """
+    closed_at = await repo.lock_campaign_shared(request.campaign_id)
+    campaign = stored.campaign.closed(closed_at, None) if closed_at else stored.campaign
+    now = lottery.clock()  # read after the lock: a close or a reveal either waits for us or we see it
+    campaign.ensure_open(now)
+    current = await repo.lock_draw(request.campaign_id, request.idempotency_key)
+    if current.status != PENDING:
+        return current, False  # a copy of this request, or the reconciler, decided it first
+    participant = await repo.lock_participant(request.campaign_id, request.member_id)
+    nonce = participant.next_nonce(campaign, lottery.business_day(now))
+    u = roll(stored.server_seed, campaign.campaign_id, request.member_id, nonce, request.client_seed)
+    rolled = rolled_prize(u, campaign.prizes)
+    prize_id = prize_seq = prize_points = None
+    if rolled is not None:
+        prize = campaign.prize(rolled)
+        prize_seq = await repo.take_prize_roll(campaign.campaign_id, rolled)
+        if stock_allows(prize_seq, prize.stock):
+            prize_id, prize_points = prize.prize_id, prize.points
+    draw = current.drawn(nonce, prize_id, prize_seq, prize_points, now)
+    await repo.save_drawn(draw, participant, events.draw_made(draw))
+    return draw, True
+
+
+async def _refuse(lottery: Lottery, request: Draw, error: LotteryError) -> Draw:
+    """Record why a request was refused (a retry gets the same answer) and give its hold back.
+
+    The hold is voided even when the points service refused to place it: a copy of the same
+    request may have placed it meanwhile, and voiding a hold that does not exist is harmless.
+    """
+    async with lottery.store.connection() as repo:
+        current = await repo.save_refused(request.refused(error.code, str(error)))
+    if current.status != REFUSED:
+        return current
+    if current.error == error.code:
+        _count_refusal(error)
+    return await settle_draw(lottery, current)
+
+
+async def _void_quietly(lottery: Lottery, request: Draw) -> None:
+    if request.hold_id is not None:
+        try:
+            await payments.void(lottery.points, request.hold_id)
+        except PointsDown as down:
+            log.warning("hold %s of a refused draw expires by itself: %s", request.hold_id, down)
+
+
+def _count_refusal(error: LotteryError) -> None:
+    DRAW_REFUSALS.labels(error.code).inc()
+    if isinstance(error, LimitReached):
+        LIMIT_REJECTIONS.labels(error.limit).inc()
+
+
+async def _answer_again(lottery: Lottery, request: Draw, earlier: Draw) -> Draw:
+    if earlier.request_sha256 != request.request_sha256:
+        raise IdempotencyConflict(f"Idempotency-Key {request.idempotency_key!r} was used for another request")
+    if earlier.status == REFUSED:
+        await settle_draw(lottery, earlier)
+        raise refusal(earlier.error or "refused", earlier.detail or "")
+    return await settle_draw(lottery, earlier)
+
+
+async def settle_draw(lottery: Lottery, draw: Draw) -> Draw:
+    """Capture a drawn draw's hold (void a refused one's), credit a prize of points; record it.
+
+    When the points service is away, the draw is left as it is for the reconciler.
+    """
+    settled = draw
+    try:
+        if draw.capture_due:
+            assert draw.hold_id is not None
+            payment = await payments.capture(
+                lottery.points,
+                draw.hold_id,
+                draw.member_id,
+                draw.cost_points,
+                f"lottery draw {draw.campaign_id}",
+            )
+            settled = replace(settled, payment=payment)
+        elif draw.void_due:
+            assert draw.hold_id is not None
+            settled = replace(settled, payment=await payments.void(lottery.points, draw.hold_id))
+        if settled.prize_credit == CREDIT_DUE:
+            assert settled.prize_points is not None
+            await lottery.points.credit(
+                settled.credit_id,
+                settled.member_id,
+                settled.prize_points,
+                f"lottery prize {settled.campaign_id}/{settled.prize_id}",
+            )
+            PRIZE_CREDITS.inc()
+            settled = replace(settled, prize_credit=CREDITED)
+    except PointsDown as down:
+        log.warning("settling draw %s later: %s", draw.draw_id, down)
+    except PointsRejected as rejected:
+        log.error("settling draw %s: the points service refused: %s", draw.draw_id, rejected)
+    if settled != draw:
+        async with lottery.store.connection() as repo:
+            await repo.save_draw_settlement([settled])
+    return settled
+
+
+def _count(draw: Draw, campaign: Campaign) -> None:
+    if draw.prize_id is not None:
+        DRAWS.labels("won").inc()
+        assert draw.prize_seq is not None
+        left = campaign.prize(draw.prize_id).stock - draw.prize_seq
+        PRIZES_LEFT.labels(draw.campaign_id, draw.prize_id).set(max(left, 0))
+    elif draw.prize_seq is not None:
+        DRAWS.labels("stock_gone").inc()
+    else:
+        DRAWS.labels("no_prize").inc()
