@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.auth import AuthError, Principal, TokenVerifier
+from services.common.kafka import broker_reachable
 from services.common.metrics import HTTP_REQUEST_SECONDS
+from services.common.settings import LoyaltySettings
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,31 @@ class RequestMetricsMiddleware:
             HTTP_REQUEST_SECONDS.labels(self.service, scope["method"], template, str(status)).observe(
                 time.perf_counter() - started
             )
+
+
+def install_service_edge(
+    app: FastAPI,
+    *,
+    service: str,
+    settings: LoyaltySettings,
+    domain_error: type[Exception],
+    statuses: dict[str, int],
+) -> None:
+    """What every service's app has: bearer tokens, JSON errors, latency metrics and ops routes.
+
+    Readiness checks `app.state.pool` and `app.state.bootstrap`, which the lifespan sets.
+    """
+    app.state.verifier = TokenVerifier(settings.jwt_secret, settings.jwt_public_key)
+    app.add_middleware(RequestMetricsMiddleware, service=service)
+    install_error_handlers(app, domain_error, statuses)
+
+    async def readiness() -> dict[str, bool]:
+        database = False
+        with contextlib.suppress(Exception):
+            database = await app.state.pool.fetchval("SELECT 1") == 1
+        return {"database": database, "broker": await broker_reachable(app.state.bootstrap)}
+
+    add_ops_routes(app, readiness)
 
 
 def add_ops_routes(app: FastAPI, readiness: Callable[[], Awaitable[dict[str, bool]]]) -> None:

@@ -15,15 +15,8 @@ import asyncpg
 from fastapi import FastAPI, Header, Path
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, StringConstraints
 
-from services.common.auth import TokenVerifier
 from services.common.db import TRANSIENT_DB_ERRORS, create_pool
-from services.common.http import (
-    PrincipalDep,
-    RequestMetricsMiddleware,
-    add_ops_routes,
-    install_error_handlers,
-)
-from services.common.kafka import broker_reachable
+from services.common.http import PrincipalDep, install_service_edge
 from services.common.outbox import OutboxRelay
 from services.common.points_client import PointsClient
 from services.common.validation import ClientId, MemberIdField, Text
@@ -241,17 +234,9 @@ def create_app(settings: LotterySettings) -> FastAPI:
         description="Provably fair instant-win campaigns and ballots, paid for with points.",
         lifespan=lifespan,
     )
-    app.state.verifier = TokenVerifier(settings.jwt_secret, settings.jwt_public_key)
-    app.add_middleware(RequestMetricsMiddleware, service="lottery")
-    install_error_handlers(app, LotteryError, ERROR_STATUS)
-
-    async def readiness() -> dict[str, bool]:
-        database = False
-        with contextlib.suppress(Exception):
-            database = await app.state.pool.fetchval("SELECT 1") == 1
-        return {"database": database, "broker": await broker_reachable(app.state.bootstrap)}
-
-    add_ops_routes(app, readiness)
+    install_service_edge(
+        app, service="lottery", settings=settings, domain_error=LotteryError, statuses=ERROR_STATUS
+    )
 
     def lottery() -> Lottery:
         found: Lottery = app.state.lottery

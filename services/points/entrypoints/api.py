@@ -18,15 +18,8 @@ import asyncpg
 from fastapi import FastAPI, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from services.common.auth import TokenVerifier
 from services.common.db import TRANSIENT_DB_ERRORS, create_pool
-from services.common.http import (
-    PrincipalDep,
-    RequestMetricsMiddleware,
-    add_ops_routes,
-    install_error_handlers,
-)
-from services.common.kafka import broker_reachable
+from services.common.http import PrincipalDep, install_service_edge
 from services.common.outbox import OutboxRelay
 from services.common.validation import ClientId, ClientIdPath, MemberIdField, Text
 from services.points.adapters.postgres import PostgresLedger, ledger_transaction
@@ -174,17 +167,9 @@ def create_app(settings: PointsSettings) -> FastAPI:
         description="Balances, history, holds and credits of the points ledger.",
         lifespan=lifespan,
     )
-    app.state.verifier = TokenVerifier(settings.jwt_secret, settings.jwt_public_key)
-    app.add_middleware(RequestMetricsMiddleware, service="points")
-    install_error_handlers(app, PointsError, ERROR_STATUS)
-
-    async def readiness() -> dict[str, bool]:
-        database = False
-        with contextlib.suppress(Exception):
-            database = await app.state.pool.fetchval("SELECT 1") == 1
-        return {"database": database, "broker": await broker_reachable(app.state.bootstrap)}
-
-    add_ops_routes(app, readiness)
+    install_service_edge(
+        app, service="points", settings=settings, domain_error=PointsError, statuses=ERROR_STATUS
+    )
 
     @app.get("/v1/members/{member_id}/balance", response_model=BalanceOut, tags=["points"])
     async def balance(member_id: MemberId, principal: PrincipalDep, request: Request) -> BalanceOut:

@@ -20,15 +20,8 @@ import asyncpg
 from fastapi import FastAPI, Header, Path, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
-from services.common.auth import TokenVerifier
 from services.common.db import create_pool
-from services.common.http import (
-    PrincipalDep,
-    RequestMetricsMiddleware,
-    add_ops_routes,
-    install_error_handlers,
-)
-from services.common.kafka import broker_reachable
+from services.common.http import PrincipalDep, install_service_edge
 from services.common.outbox import OutboxRelay
 from services.common.points_client import PointsClient
 from services.common.validation import ClientId, ClientIdPath, MemberIdField, Text
@@ -179,17 +172,9 @@ def create_app(settings: RedemptionSettings) -> FastAPI:
         description="Reward catalog, stock and orders paid with points.",
         lifespan=lifespan,
     )
-    app.state.verifier = TokenVerifier(settings.jwt_secret, settings.jwt_public_key)
-    app.add_middleware(RequestMetricsMiddleware, service="redemption")
-    install_error_handlers(app, RedemptionError, ERROR_STATUS)
-
-    async def readiness() -> dict[str, bool]:
-        database = False
-        with contextlib.suppress(Exception):
-            database = await app.state.pool.fetchval("SELECT 1") == 1
-        return {"database": database, "broker": await broker_reachable(app.state.bootstrap)}
-
-    add_ops_routes(app, readiness)
+    install_service_edge(
+        app, service="redemption", settings=settings, domain_error=RedemptionError, statuses=ERROR_STATUS
+    )
 
     def reward_out(reward: Reward) -> RewardOut:
         return RewardOut(
