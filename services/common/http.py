@@ -144,3 +144,10 @@ def add_ops_routes(app: FastAPI, readiness: Callable[[], Awaitable[dict[str, boo
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def serve(app: FastAPI, port: int) -> None:
+    """Run an API in the foreground until SIGTERM or Ctrl-C (uvicorn on uvloop; no access log)."""
+    import uvicorn
+
+    uvicorn.run(app, host="0.0.0.0", port=port, loop="uvloop", log_level="warning", access_log=False)

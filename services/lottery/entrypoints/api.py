@@ -16,7 +16,7 @@ from fastapi import FastAPI, Header, Path
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, StringConstraints
 
 from services.common.db import TRANSIENT_DB_ERRORS, create_pool
-from services.common.http import PrincipalDep, install_service_edge
+from services.common.http import PrincipalDep, install_service_edge, serve
 from services.common.outbox import OutboxRelay
 from services.common.points_client import PointsClient
 from services.common.validation import ClientId, MemberIdField, Text
@@ -456,14 +456,5 @@ async def reconcile_forever(
 
 
 def main() -> None:
-    import uvicorn
-
     settings = LotterySettings()
-    uvicorn.run(
-        create_app(settings),
-        host="0.0.0.0",
-        port=settings.lottery_port,
-        loop="uvloop",
-        log_level="warning",
-        access_log=False,
-    )
+    serve(create_app(settings), settings.lottery_port)

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from services.common.db import TRANSIENT_DB_ERRORS, create_pool
-from services.common.http import PrincipalDep, install_service_edge
+from services.common.http import PrincipalDep, install_service_edge, serve
 from services.common.outbox import OutboxRelay
 from services.common.validation import ClientId, ClientIdPath, MemberIdField, Text
 from services.points.adapters.postgres import PostgresLedger, ledger_transaction
@@ -334,14 +334,5 @@ def decode_cursor(cursor: str) -> int:
 
 
 def main() -> None:
-    import uvicorn
-
     settings = PointsSettings()
-    uvicorn.run(
-        create_app(settings),
-        host="0.0.0.0",
-        port=settings.points_port,
-        loop="uvloop",
-        log_level="warning",
-        access_log=False,
-    )
+    serve(create_app(settings), settings.points_port)

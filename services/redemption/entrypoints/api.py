@@ -21,7 +21,7 @@ from fastapi import FastAPI, Header, Path, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
 from services.common.db import create_pool
-from services.common.http import PrincipalDep, install_service_edge
+from services.common.http import PrincipalDep, install_service_edge, serve
 from services.common.outbox import OutboxRelay
 from services.common.points_client import PointsClient
 from services.common.validation import ClientId, ClientIdPath, MemberIdField, Text
@@ -351,14 +351,5 @@ async def measure_stock_forever(store: RedemptionStore, stop: asyncio.Event) -> 
 
 
 def main() -> None:
-    import uvicorn
-
     settings = RedemptionSettings()
-    uvicorn.run(
-        create_app(settings),
-        host="0.0.0.0",
-        port=settings.redemption_port,
-        loop="uvloop",
-        log_level="warning",
-        access_log=False,
-    )
+    serve(create_app(settings), settings.redemption_port)
