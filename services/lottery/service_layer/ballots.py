@@ -22,7 +22,6 @@ from services.lottery.domain.errors import (
     AlreadyEntered,
     CampaignClosed,
     EntryInterrupted,
-    InsufficientPoints,
     LotteryError,
     PointsUnavailable,
     refusal,
@@ -102,11 +101,7 @@ async def _hold(lottery: Lottery, entry: Entry) -> None:
             lottery.entry_hold_ttl_seconds,
         )
     except PointsRejected as rejected:
-        error: LotteryError = (
-            InsufficientPoints(f"{entry.member_id} has fewer than {entry.cost_points} points available")
-            if rejected.code == "insufficient_points"
-            else refusal(rejected.code, f"the points service refused the hold: {rejected.detail}")
-        )
+        error = payments.hold_refused(rejected, entry.member_id, entry.cost_points)
         await _refuse(lottery, entry, error)
         raise error from None
     except PointsDown as down:

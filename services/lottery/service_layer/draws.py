@@ -27,7 +27,6 @@ from services.lottery.domain.draws import CREDIT_DUE, CREDITED, DRAWN, PENDING, 
 from services.lottery.domain.errors import (
     CampaignClosed,
     IdempotencyConflict,
-    InsufficientPoints,
     LimitReached,
     LotteryError,
     PointsUnavailable,
@@ -125,11 +124,7 @@ async def _hold(lottery: Lottery, request: Draw) -> None:
             lottery.draw_hold_ttl_seconds,
         )
     except PointsRejected as rejected:
-        error: LotteryError = (
-            InsufficientPoints(f"{request.member_id} has fewer than {request.cost_points} points available")
-            if rejected.code == "insufficient_points"
-            else refusal(rejected.code, f"the points service refused the hold: {rejected.detail}")
-        )
+        error = payments.hold_refused(rejected, request.member_id, request.cost_points)
         await _refuse(lottery, request, error)
         raise error from None
     except PointsDown as down:

@@ -11,6 +11,7 @@ import logging
 
 from services.common.points_client import PointsRejected
 from services.lottery.domain.draws import CAPTURED, UNPAID, VOIDED
+from services.lottery.domain.errors import InsufficientPoints, LotteryError, refusal
 from services.lottery.metrics import PAYMENTS
 from services.lottery.service_layer.ports import PointsPort
 
@@ -61,3 +62,10 @@ async def void(points: PointsPort, hold_id: str) -> str:
             log.error("voiding hold %s: %s", hold_id, rejected)
     PAYMENTS.labels("voided").inc()
     return VOIDED
+
+
+def hold_refused(rejected: PointsRejected, member_id: str, cost_points: int) -> LotteryError:
+    """The lottery's answer when the points service will not hold a draw's or an entry's cost."""
+    if rejected.code == "insufficient_points":
+        return InsufficientPoints(f"{member_id} has fewer than {cost_points} points available")
+    return refusal(rejected.code, f"the points service refused the hold: {rejected.detail}")
