@@ -157,6 +157,10 @@ class Verification:
     def check(self, ok: bool, text: str) -> None:
         self.findings.append(Finding(ok, text))
 
+    def check_none(self, problems: list[str], fine: str, heading: str) -> None:
+        """One finding for a rule: `fine` if nothing broke it, else `heading` and what did."""
+        self.check(not problems, fine if not problems else f"{heading}: " + "; ".join(problems))
+
 
 def verify(reveal: Reveal) -> Verification:
     """Recompute every outcome of the reveal from its seed; one finding per draw or entry and per rule."""
@@ -247,25 +251,20 @@ def _verify_nonces_and_limits(reveal: Reveal, result: Verification) -> None:
                 for day, n in sorted(per_day.items())
                 if n > reveal.per_member_daily_limit
             )
-    result.check(
-        not gaps,
-        f"nonces of all {len(by_member)} members run 1..n without gaps or repeats"
-        if not gaps
-        else "nonces with gaps or repeats: " + "; ".join(gaps),
+    result.check_none(
+        gaps,
+        f"nonces of all {len(by_member)} members run 1..n without gaps or repeats",
+        "nonces with gaps or repeats",
     )
     if reveal.per_member_limit is not None:
-        result.check(
-            not over_total,
-            f"no member drew more than {reveal.per_member_limit} times"
-            if not over_total
-            else "over the limit: " + "; ".join(over_total),
+        result.check_none(
+            over_total, f"no member drew more than {reveal.per_member_limit} times", "over the limit"
         )
     if reveal.per_member_daily_limit is not None:
-        result.check(
-            not over_daily,
-            f"no member drew more than {reveal.per_member_daily_limit} times a day ({reveal.timezone})"
-            if not over_daily
-            else "over the daily limit: " + "; ".join(over_daily),
+        result.check_none(
+            over_daily,
+            f"no member drew more than {reveal.per_member_daily_limit} times a day ({reveal.timezone})",
+            "over the daily limit",
         )
 
 
