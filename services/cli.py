@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("name", choices=["points"])
     worker.set_defaults(run=cmd_worker)
 
+    lag = commands.add_parser(
+        "lag-exporter", help="export consumer lag per group and partition to Prometheus (port 9102)"
+    )
+    lag.set_defaults(run=cmd_lag_exporter)
+
     api = commands.add_parser("api", help="run one HTTP service")
     api.add_argument("name", choices=["points", "redemption", "lottery"])
     api.set_defaults(run=cmd_api)
@@ -104,6 +109,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from services.points.settings import PointsSettings
 
     run_worker(PointsSettings())
+    return 0
+
+
+def cmd_lag_exporter(args: argparse.Namespace) -> int:
+    from services.points.entrypoints.lag_exporter import run_lag_exporter
+    from services.points.settings import PointsSettings
+
+    run_lag_exporter(PointsSettings())
     return 0
 
 

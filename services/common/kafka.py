@@ -1,4 +1,4 @@
-"""Topics, producers and consumer lag, on aiokafka."""
+"""Topics and producers, on aiokafka."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -52,31 +52,6 @@ def make_producer(bootstrap: str) -> AIOKafkaProducer:
         max_batch_size=512 * 1024,
         request_timeout_ms=30000,
     )
-
-
-async def consumer_lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    """Lag per partition of `group` on `topic`: end offset minus committed offset."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        if parts is None:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        ends = await consumer.end_offsets(tps)
-        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
-        lag = {}
-        for tp in tps:
-            meta = committed.get(tp)
-            done = meta.offset if meta is not None and meta.offset >= 0 else 0
-            lag[tp.partition] = max(0, ends[tp] - done)
-        return lag
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
 async def broker_reachable(bootstrap: str, within: float = 1.0) -> bool:

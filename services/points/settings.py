@@ -18,3 +18,5 @@ class PointsSettings(LoyaltySettings):
     # Lots expire at a year end; the worker's daily run at this local time catches them.
     expiry_time: time = time(0, 5)
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    lag_exporter_port: int = Field(default=9102, ge=0, le=65535)
+    lag_exporter_interval: float = Field(default=15.0, gt=0, le=3600)
