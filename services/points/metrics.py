@@ -40,3 +40,7 @@ MEMBERS = Gauge("loyalty_members", "Members with a points account")
 HOLDS_EXPIRED = Counter(
     "loyalty_holds_expired_total", "Pending holds voided by the service because their ttl passed"
 )
+HOLDS_OPEN = Gauge("loyalty_holds_open", "Pending holds: points reserved by an order or draw in flight")
+HOLDS_OVERDUE = Gauge(
+    "loyalty_holds_overdue", "Pending holds past their ttl that the sweep has not voided yet"
+)

@@ -154,6 +154,28 @@ def test_capture_right_after_the_ttl_is_refused_even_before_the_sweep(env: tuple
     assert (balance(api, "uma")["available"], balance(api, "uma")["held"]) == (10, 0)
 
 
+def holds_open(api: str) -> float:
+    for line in httpx.get(f"{api}/metrics", timeout=10).text.splitlines():
+        if line.startswith("loyalty_holds_open "):
+            return float(line.split()[1])
+    raise AssertionError("loyalty_holds_open is not on /metrics")
+
+
+def test_ops_see_how_many_holds_are_open(env: tuple[Platform, str]) -> None:
+    platform, api = env
+    fund(platform, api, "xena", 30)
+    # Settle first: holds of earlier tests with a short ttl may still be on their way out.
+    pending = "SELECT count(*) FROM points.holds WHERE status = 'pending'"
+    wait_until(lambda: holds_open(api) == platform.fetchval(pending), timeout=15, what="a settled gauge")
+    before = holds_open(api)
+    for n in (1, 2):
+        body = {"hold_id": f"h-xena-{n}", "member_id": "xena", "points": 10, "ttl_seconds": 600}
+        assert post(api, "/v1/holds", body).status_code == 201
+    wait_until(lambda: holds_open(api) == before + 2, timeout=15, what="two more open holds on /metrics")
+    post(api, "/v1/holds/h-xena-1/void")
+    wait_until(lambda: holds_open(api) == before + 1, timeout=15, what="one hold fewer once voided")
+
+
 def test_credits_are_idempotent_and_conflicts_are_refused(env: tuple[Platform, str]) -> None:
     _, api = env
     body = {"credit_id": "c-1", "member_id": "cleo", "points": 70, "reason": "refund order o-1"}

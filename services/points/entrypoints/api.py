@@ -27,7 +27,7 @@ from services.points.adapters.queries import read_balance, read_entries
 from services.points.domain.errors import InvalidRequest, PointsError, UnknownHold
 from services.points.domain.ledger import PENDING
 from services.points.domain.policy import load_policy
-from services.points.metrics import HOLDS_EXPIRED
+from services.points.metrics import HOLDS_EXPIRED, HOLDS_OPEN, HOLDS_OVERDUE
 from services.points.service_layer.spending import (
     AdjustmentRequest,
     CreditRequest,
@@ -155,6 +155,7 @@ def create_app(settings: PointsSettings) -> FastAPI:
         try:
             background.append(asyncio.create_task(OutboxRelay(pool, bootstrap, "points").run(stop)))
             background.append(asyncio.create_task(void_expired_holds_forever(pool, stop)))
+            background.append(asyncio.create_task(measure_holds(pool, stop)))
             yield
         finally:
             stop.set()
@@ -316,6 +317,21 @@ async def void_expired_holds_forever(pool: asyncpg.Pool, stop: asyncio.Event) ->
             log.exception("voiding expired holds failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def measure_holds(pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    """Holds open and overdue, for the alert on holds that nobody resolves."""
+    while not stop.is_set():
+        with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+            row = await pool.fetchrow(
+                """SELECT count(*) AS open, count(*) FILTER (WHERE expires_at <= now()) AS overdue
+                   FROM points.holds WHERE status = 'pending'"""
+            )
+            assert row is not None
+            HOLDS_OPEN.set(row["open"])
+            HOLDS_OVERDUE.set(row["overdue"])
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 5)
 
 
 def encode_cursor(entry_id: int) -> str:
