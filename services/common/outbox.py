@@ -16,6 +16,7 @@ from collections import Counter
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from services.common.kafka import make_producer
 from services.common.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_SECONDS, OUTBOX_PUBLISHED
@@ -53,16 +54,7 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            assert self._producer is not None
-            sent = [
-                await self._producer.send(
-                    r["topic"],
-                    r["payload"].encode(),
-                    key=r["key"].encode() if r["key"] is not None else None,
-                )
-                for r in rows
-            ]
-            await asyncio.gather(*sent)
+            await self._send(rows)
             await conn.execute(
                 f"DELETE FROM {self._schema}.outbox WHERE id = ANY($1::bigint[])",
                 [r["id"] for r in rows],
@@ -70,6 +62,35 @@ class OutboxRelay:
         for topic, count in Counter(r["topic"] for r in rows).items():
             OUTBOX_PUBLISHED.labels(self._schema, topic).inc(count)
         return len(rows)
+
+    async def _send(self, rows: list[asyncpg.Record]) -> None:
+        """Send the rows as record batches, one run per partition, and wait for every ack.
+
+        Far cheaper than one `send()` per event, which costs a future and a trip through the
+        accumulator each. Partitions are chosen by key exactly as `send()` would, so events of
+        one member stay on one partition, in outbox order.
+        """
+        producer = self._producer
+        assert producer is not None
+        partitions: dict[str, list[int]] = {}
+        runs: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
+        for r in rows:
+            topic = r["topic"]
+            if topic not in partitions:
+                partitions[topic] = sorted(await producer.partitions_for(topic))
+            key = r["key"].encode() if r["key"] is not None else None
+            partition = DefaultPartitioner()(key, partitions[topic], partitions[topic])
+            runs.setdefault((topic, partition), []).append((key, r["payload"].encode()))
+        acks = []
+        for (topic, partition), records in runs.items():
+            batch = producer.create_batch()
+            for key, value in records:
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send, start anew
+                    acks.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
+            acks.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*acks)
 
     async def measure_backlog(self) -> None:
         row = await self._pool.fetchrow(

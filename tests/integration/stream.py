@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -30,26 +31,41 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]
 
 def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 30) -> list[dict[str, Any]]:
     """Read a topic from the start until `expect` records came (or the time is up)."""
+    return [r.value for r in read_records(bootstrap, topic, expect, timeout)]
 
-    async def read() -> list[dict[str, Any]]:
+
+@dataclass(frozen=True)
+class Published:
+    key: bytes | None
+    partition: int
+    offset: int
+    value: dict[str, Any]
+
+
+def read_records(bootstrap: str, topic: str, expect: int, timeout: float = 30) -> list[Published]:
+    """Like read_topic, with each record's key and position."""
+
+    async def read() -> list[Published]:
         consumer = AIOKafkaConsumer(
             topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
         )
         await consumer.start()
-        values: list[dict[str, Any]] = []
+        records: list[Published] = []
+
+        def keep(fetched: dict[Any, list[Any]]) -> None:
+            for messages in fetched.values():
+                records.extend(Published(m.key, m.partition, m.offset, json.loads(m.value)) for m in messages)
+
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
-            while len(values) < expect and loop.time() < deadline:
-                fetched = await consumer.getmany(timeout_ms=500)
-                for messages in fetched.values():
-                    values.extend(json.loads(m.value) for m in messages)
+            while len(records) < expect and loop.time() < deadline:
+                keep(await consumer.getmany(timeout_ms=500))
             # A little longer, to catch anything beyond what was expected.
-            for messages in (await consumer.getmany(timeout_ms=1000)).values():
-                values.extend(json.loads(m.value) for m in messages)
+            keep(await consumer.getmany(timeout_ms=1000))
         finally:
             await consumer.stop()
-        return values
+        return records
 
     return asyncio.run(read())
 

@@ -8,7 +8,7 @@ from typing import Any
 from services.common.kafka import BILLING_DLQ, BILLING_EVENTS, POINTS_ENTRIES
 from services.demo.billing_sim import simulate
 from tests.integration.conftest import Platform, wait_until
-from tests.integration.stream import encoded, event, produce, read_topic
+from tests.integration.stream import Published, encoded, event, produce, read_records, read_topic
 from tests.reference import Expected, expected_ledger, last_valid_year
 
 
@@ -177,12 +177,21 @@ def test_stream_ends_in_exactly_the_policy_balances_with_exactly_the_bad_records
         if raw_of[(letter["partition"], letter["offset"])].isascii():
             assert letter["raw"] == raw_of[(letter["partition"], letter["offset"])].decode()
 
-    # Every ledger entry is published once to points.entries.v1.
+    # Every ledger entry is published once to points.entries.v1, keyed by member, and each
+    # member's entries come in ledger order on one partition.
     entry_count = platform.fetchval("SELECT count(*) FROM points.entries")
-    published = read_topic(platform.bootstrap, POINTS_ENTRIES, expect=entry_count)
-    assert sorted(e["entry_id"] for e in published) == sorted(
+    published = read_records(platform.bootstrap, POINTS_ENTRIES, expect=entry_count)
+    assert sorted(e.value["entry_id"] for e in published) == sorted(
         r["entry_id"] for r in platform.fetch("SELECT entry_id FROM points.entries")
     )
+    by_member: dict[str, list[Published]] = {}
+    for e in sorted(published, key=lambda e: (e.partition, e.offset)):
+        assert e.key == e.value["member_id"].encode()
+        by_member.setdefault(e.value["member_id"], []).append(e)
+    for records in by_member.values():
+        assert len({e.partition for e in records}) == 1
+        assert [e.value["entry_id"] for e in records] == sorted(e.value["entry_id"] for e in records)
+    assert len({e.partition for e in published}) > 1, "members should spread over partitions"
 
     # Spot checks of the hand-computed cases.
     assert expected["alice"].available == 192 + 75 + 500
