@@ -5,7 +5,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge
 
 ORDERS = Counter(
-    "loyalty_redemption_orders_total", "Orders by result (confirmed, a failure code, cancelled)", ["result"]
+    "loyalty_redemption_orders_total",
+    "Orders by reward and result (confirmed, a failure code, cancelled)",
+    ["sku", "result"],
 )
 SAGA_STEPS = Counter(
     "loyalty_redemption_saga_steps_total", "Saga steps by step and outcome", ["step", "outcome"]

@@ -87,7 +87,7 @@ class OrderService:
                 raise IdempotencyConflict("this Idempotency-Key was used for another order")
             return self._answer(await self._settled(order))
         if failure:
-            metrics.ORDERS.labels(failure.code).inc()
+            metrics.ORDERS.labels(request.sku, failure.code).inc()
             raise failure
 
         try:
@@ -132,7 +132,7 @@ class OrderService:
         except PointsUnavailable as exc:
             raise PointsServiceUnavailable(f"cannot refund order {order.order_id} now: {exc}") from None
         cancelled = await self.store.cancel_order(order.order_id)
-        metrics.ORDERS.labels("cancelled").inc()
+        metrics.ORDERS.labels(order.sku, "cancelled").inc()
         return cancelled
 
     async def reconcile(self, owner_silent_seconds: float) -> int:
@@ -182,7 +182,7 @@ class OrderService:
         code, fulfilment = fulfilment_for(kind, order.order_id, order.quantity, order.points_spent)
         confirmed = await self.store.confirm_order(order.order_id, code, fulfilment)
         if confirmed.status == "confirmed":
-            metrics.ORDERS.labels("confirmed").inc()
+            metrics.ORDERS.labels(order.sku, "confirmed").inc()
         return confirmed
 
     async def _precheck(self, request: OrderRequest, reward: Reward, now: datetime) -> RedemptionError | None:
@@ -222,9 +222,9 @@ class OrderService:
         """Confirmed and cancelled orders are answers; a failed one is its error."""
         if order.status == "failed":
             if order.failure in FAILURES:
-                metrics.ORDERS.labels(order.failure).inc()
+                metrics.ORDERS.labels(order.sku, order.failure).inc()
                 raise FAILURES[order.failure](f"order {order.order_id}: {order.failure}")
-            metrics.ORDERS.labels("failed").inc()
+            metrics.ORDERS.labels(order.sku, "failed").inc()
             raise PointsServiceUnavailable(
                 f"order {order.order_id} failed ({order.failure}); try a new order"
             )
