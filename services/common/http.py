@@ -147,7 +147,9 @@ def add_ops_routes(app: FastAPI, readiness: Callable[[], Awaitable[dict[str, boo
 
 
 def serve(app: FastAPI, port: int) -> None:
-    """Run an API in the foreground until SIGTERM or Ctrl-C (uvicorn on uvloop; no access log)."""
+    """Run an API in the foreground until SIGTERM or Ctrl-C (uvicorn, uvloop, httptools, no access log)."""
     import uvicorn
 
-    uvicorn.run(app, host="0.0.0.0", port=port, loop="uvloop", log_level="warning", access_log=False)
+    uvicorn.run(
+        app, host="0.0.0.0", port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False
+    )
