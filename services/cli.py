@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from datetime import date, datetime, time
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
@@ -47,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply database migrations (idempotent)")
     migrate.set_defaults(run=cmd_migrate)
+
+    topics = commands.add_parser("topics", help="create the platform's Kafka topics that do not exist yet")
+    topics.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="partitions, replication and retention per topic, e.g. deploy/topics.toml "
+        "(default: the embedded defaults)",
+    )
+    topics.set_defaults(run=cmd_topics)
 
     worker = commands.add_parser("worker", help="run a stream worker")
     worker.add_argument("name", choices=["points"])
@@ -101,6 +112,34 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     settings = LoyaltySettings()
     applied = asyncio.run(migrate(settings.resolved_database_url()))
     print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {name}" for name in applied))
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from services.common.kafka import (
+        TopicSetupError,
+        apply_topic_specs,
+        default_topic_specs,
+        load_topic_specs,
+    )
+
+    specs = load_topic_specs(args.config) if args.config else default_topic_specs()
+    bootstrap = LoyaltySettings().resolved_kafka_bootstrap()
+    try:
+        states = asyncio.run(apply_topic_specs(bootstrap, specs))
+    except TopicSetupError as exc:
+        print(f"loyalty: {exc}", file=sys.stderr)
+        return 1
+    for state in states:
+        spec = state.spec
+        line = f"{spec.name:<24} {'created' if state.created else 'exists':<8} partitions={state.partitions}"
+        if state.partitions != spec.partitions:
+            line += f" (configured {spec.partitions}: left as it is)"
+        if spec.retention_ms is not None:
+            line += f" retention.ms={state.retention_ms}"
+            if state.retention_ms != spec.retention_ms:
+                line += f" (configured {spec.retention_ms}: left as it is)"
+        print(line)
     return 0
 
 

