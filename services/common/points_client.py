@@ -30,7 +30,9 @@ class PointsClient:
 
     def __init__(self, base_url: str, jwt_secret: str, service_name: str, timeout: float = 10.0) -> None:
         self._base_url = base_url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # Per connect and per read, as httpx counts: a call waiting for one of the pool's
+        # connections on a campaign-day burst is queued, not failed.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
         self._secret = jwt_secret
         self._service = service_name
         self._token = ""
