@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import Platform, PostgresServer, new_platform, token
+from services.common.kafka import REDEMPTION_ORDERS
+from tests.integration.conftest import Platform, PostgresServer, new_platform, token, wait_until
+from tests.integration.stream import Published, read_records
 
 ADMIN = {"Authorization": f"Bearer {token(role='admin')}"}
 
@@ -176,6 +178,37 @@ def test_cancellation_gives_points_and_stock_back(env: tuple[Platform, str, str]
     assert [(o["order_id"], o["status"]) for o in history] == [(order["order_id"], "cancelled")]
     listed = httpx.get(f"{api}/v1/rewards", headers=as_member("cora")).json()["rewards"]
     assert [r["remaining"] for r in listed if r["sku"] == sku] == [1]
+
+
+def test_every_order_outcome_is_published_to_the_orders_topic(env: tuple[Platform, str, str]) -> None:
+    platform, points, api = env
+    sku = reward(api, stock=1, points_price=100)["sku"]
+    asyncio.run(fund_all(points, ["olga", "pavel"], 500))
+    placed = {}
+    for member in ("olga", "pavel"):
+        response = httpx.post(f"{api}/v1/redemptions", json={"member_id": member, "sku": sku},
+                              headers={**as_member(member), "Idempotency-Key": "e1"})  # fmt: skip
+        placed[member] = response
+    assert placed["olga"].status_code == 201 and placed["pavel"].status_code == 409
+    order_id = placed["olga"].json()["order_id"]
+    httpx.post(f"{api}/v1/redemptions/{order_id}/cancel", headers=as_member("olga"))
+
+    def events() -> list[Published]:
+        records = read_records(platform.bootstrap, REDEMPTION_ORDERS, expect=10**9, timeout=2)
+        return [r for r in records if r.value["sku"] == sku]
+
+    wait_until(lambda: len(events()) >= 3, timeout=30, what="three order events on the topic")
+    published = sorted(events(), key=lambda e: (e.partition, e.offset))
+    by_member: dict[str, list[tuple[bytes | None, str, str | None]]] = {}
+    for e in published:  # one member's events share a partition, so they keep their order
+        by_member.setdefault(e.value["member_id"], []).append((e.key, e.value["status"], e.value["failure"]))
+    assert by_member == {
+        "olga": [(b"olga", "confirmed", None), (b"olga", "cancelled", None)],
+        "pavel": [(b"pavel", "failed", "out_of_stock")],
+    }
+    confirmed = next(e.value for e in published if e.value["status"] == "confirmed")
+    assert confirmed["order_id"] == order_id and confirmed["points_spent"] == 100
+    assert confirmed["fulfilment"] == placed["olga"].json()["fulfilment"]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -100,17 +101,24 @@ class RedemptionStore:
 
         Returns the order, the fingerprint of the request that made it, and whether it is new.
         """
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                f"""INSERT INTO redemption.orders (order_id, member_id, idempotency_key, request_sha256,
-                        sku, quantity, points_spent, status, stage, failure, hold_id, owner)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                    ON CONFLICT (member_id, idempotency_key) DO NOTHING
-                    RETURNING {ORDER_COLUMNS}, request_sha256""",
-                order_id, member_id, idempotency_key, request_sha256, reward.sku, quantity,
-                reward.points_price * quantity, "failed" if failure else "pending",
-                "done" if failure else "new", failure, f"redemption-{order_id}", self.instance_id,
-            )  # fmt: skip
+        insert = (
+            f"""INSERT INTO redemption.orders (order_id, member_id, idempotency_key, request_sha256,
+                    sku, quantity, points_spent, status, stage, failure, hold_id, owner)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                ON CONFLICT (member_id, idempotency_key) DO NOTHING
+                RETURNING {ORDER_COLUMNS}, request_sha256""",
+            order_id, member_id, idempotency_key, request_sha256, reward.sku, quantity,
+            reward.points_price * quantity, "failed" if failure else "pending",
+            "done" if failure else "new", failure, f"redemption-{order_id}", self.instance_id,
+        )  # fmt: skip
+        async with self.pool.acquire() as conn:
+            if failure is None:  # a new pending order writes nothing else: the statement is its transaction
+                row = await conn.fetchrow(*insert)
+            else:  # a refused order is final at once, and its event goes with it
+                async with conn.transaction():
+                    row = await conn.fetchrow(*insert)
+                    if row is not None:
+                        await _publish(conn, _order(row))
             created = row is not None
             if row is None:
                 row = await conn.fetchrow(
@@ -120,8 +128,6 @@ class RedemptionStore:
                     idempotency_key,
                 )
                 assert row is not None
-            elif failure:
-                await _publish(conn, _order(row))
         return _order(row), bytes(row["request_sha256"]), created
 
     async def take_stock(self, order: Order, per_member_limit: int | None) -> None:
@@ -130,8 +136,12 @@ class RedemptionStore:
             # Locks in one order everywhere: the order row, the member's count, the reward row.
             # The reward row is the hot one on a campaign day, so it is taken last, just before
             # the commit, and held for as short a time as possible.
-            current = await self._get_order(conn, order.order_id, lock=True)
-            if (current.status, current.stage) != ("pending", "new"):
+            moved = await conn.fetchval(
+                """UPDATE redemption.orders SET stage = 'stock_taken', updated_at = now()
+                   WHERE order_id = $1 AND status = 'pending' AND stage = 'new' RETURNING 1""",
+                order.order_id,
+            )
+            if moved is None:
                 raise OrderSettled(order.order_id)
             if per_member_limit is not None:
                 counted = await conn.fetchval(
@@ -144,11 +154,6 @@ class RedemptionStore:
                 )  # fmt: skip
                 if counted is None:
                     raise LimitReached(f"at most {per_member_limit} of {order.sku} per member")
-            await conn.execute(
-                """UPDATE redemption.orders SET stage = 'stock_taken', updated_at = now()
-                   WHERE order_id = $1""",
-                order.order_id,
-            )
             taken = await conn.fetchval(
                 """UPDATE redemption.rewards SET taken = taken + $2, updated_at = now()
                    WHERE sku = $1 AND taken + $2 <= stock RETURNING taken""",
@@ -159,24 +164,30 @@ class RedemptionStore:
                 raise OutOfStock(f"{order.sku} has fewer than {order.quantity} left")
 
     async def confirm_order(
-        self, order_id: str, fulfilment_code: str | None, fulfilment: dict[str, object]
+        self, order: Order, fulfilment_code: str | None, fulfilment: dict[str, object]
     ) -> Order:
-        async with self.pool.acquire() as conn, conn.transaction():
+        """Confirm an order whose stock is taken, and write its event, in one statement."""
+        confirmed = replace(order, status="confirmed", stage="done", fulfilment=fulfilment)
+        async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
-                f"""UPDATE redemption.orders
-                    SET status = 'confirmed', stage = 'done', fulfilment_code = $2, fulfilment = $3,
-                        updated_at = now()
-                    WHERE order_id = $1 AND status = 'pending' AND stage = 'stock_taken'
-                    RETURNING {ORDER_COLUMNS}""",
-                order_id,
+                f"""WITH o AS (
+                        UPDATE redemption.orders
+                        SET status = 'confirmed', stage = 'done', fulfilment_code = $2, fulfilment = $3,
+                            updated_at = now()
+                        WHERE order_id = $1 AND status = 'pending' AND stage = 'stock_taken'
+                        RETURNING {ORDER_COLUMNS}),
+                    event AS (
+                        INSERT INTO redemption.outbox (topic, key, payload) SELECT $4, o.member_id, $5 FROM o)
+                    SELECT {ORDER_COLUMNS} FROM o""",
+                order.order_id,
                 fulfilment_code,
                 json.dumps(fulfilment),
+                REDEMPTION_ORDERS,
+                _event(confirmed),
             )
             if row is None:  # someone else (the reconciler) settled it first
-                return await self._get_order(conn, order_id)
-            confirmed = _order(row)
-            await _publish(conn, confirmed)
-            return confirmed
+                return await self._get_order(conn, order.order_id)
+            return _order(row)
 
     async def fail_order(self, order_id: str, failure: str) -> Order:
         """Settle a pending order as failed, giving back any stock it had taken."""
@@ -281,18 +292,24 @@ async def _release_stock(conn: Any, order: Order) -> None:
 
 
 async def _publish(conn: Any, order: Order) -> None:
-    payload = {
-        "order_id": order.order_id, "member_id": order.member_id, "sku": order.sku,
-        "quantity": order.quantity, "points_spent": order.points_spent, "status": order.status,
-        "failure": order.failure, "fulfilment": order.fulfilment,
-        "created_at": order.created_at.isoformat(),
-    }  # fmt: skip
     await conn.execute(
         "INSERT INTO redemption.outbox (topic, key, payload) VALUES ($1, $2, $3)",
         REDEMPTION_ORDERS,
         order.member_id,
-        json.dumps(payload),
+        _event(order),
     )
+
+
+def _event(order: Order) -> str:
+    """The order's event on redemption.orders.v1."""
+    return json.dumps(
+        {
+            "order_id": order.order_id, "member_id": order.member_id, "sku": order.sku,
+            "quantity": order.quantity, "points_spent": order.points_spent, "status": order.status,
+            "failure": order.failure, "fulfilment": order.fulfilment,
+            "created_at": order.created_at.isoformat(),
+        }
+    )  # fmt: skip
 
 
 def _reward(row: Any) -> Reward:

@@ -180,7 +180,7 @@ class OrderService:
             raise PointsServiceUnavailable(f"order {order.order_id} is pending: {exc}") from None
         metrics.SAGA_STEPS.labels("capture", "ok").inc()
         code, fulfilment = fulfilment_for(kind, order.order_id, order.quantity, order.points_spent)
-        confirmed = await self.store.confirm_order(order.order_id, code, fulfilment)
+        confirmed = await self.store.confirm_order(order, code, fulfilment)
         if confirmed.status == "confirmed":
             metrics.ORDERS.labels(order.sku, "confirmed").inc()
         return confirmed
