@@ -34,17 +34,12 @@ DEFAULT_PARTITIONS = {
 }
 
 
-async def ensure_topics(bootstrap: str, partitions: dict[str, int] | None = None) -> None:
-    """Create the platform's topics that do not exist yet."""
-    wanted = partitions or DEFAULT_PARTITIONS
+async def ensure_topics(bootstrap: str) -> None:
+    """Create the platform's topics that do not exist yet, sized as the embedded defaults."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(missing)
+        await _create_missing(admin, bootstrap, default_topic_specs())
     finally:
         await admin.close()
 
@@ -165,22 +160,7 @@ async def apply_topic_specs(bootstrap: str, specs: list[TopicSpec]) -> list[Topi
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
     try:
         await admin.start()
-        existing = set(await admin.list_topics())
-        missing = [spec for spec in specs if spec.name not in existing]
-        if missing:
-            response = await admin.create_topics(
-                [
-                    NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs())
-                    for s in missing
-                ]
-            )
-            refused = [
-                f"{entry[0]} (error {entry[1]}{': ' + entry[2] if len(entry) > 2 and entry[2] else ''})"
-                for entry in response.topic_errors
-                if entry[1] not in (0, TopicAlreadyExistsError.errno)
-            ]
-            if refused:
-                raise TopicSetupError(f"the broker at {bootstrap} refused to create {', '.join(refused)}")
+        missing = await _create_missing(admin, bootstrap, specs)
         partitions = await _partition_counts(admin, [spec.name for spec in specs])
         retention = await _retention_ms(admin, [spec.name for spec in specs])
     except KafkaError as exc:
@@ -192,6 +172,26 @@ async def apply_topic_specs(bootstrap: str, specs: list[TopicSpec]) -> list[Topi
         TopicState(spec, spec.name in created, partitions.get(spec.name, 0), retention.get(spec.name))
         for spec in specs
     ]
+
+
+async def _create_missing(
+    admin: AIOKafkaAdminClient, bootstrap: str, specs: list[TopicSpec]
+) -> list[TopicSpec]:
+    """Create the topics of `specs` the broker does not have; return them."""
+    existing = set(await admin.list_topics())
+    missing = [spec for spec in specs if spec.name not in existing]
+    if missing:
+        response = await admin.create_topics(
+            [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs()) for s in missing]
+        )
+        refused = [
+            f"{entry[0]} (error {entry[1]}{': ' + entry[2] if len(entry) > 2 and entry[2] else ''})"
+            for entry in response.topic_errors
+            if entry[1] not in (0, TopicAlreadyExistsError.errno)
+        ]
+        if refused:
+            raise TopicSetupError(f"the broker at {bootstrap} refused to create {', '.join(refused)}")
+    return missing
 
 
 async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
