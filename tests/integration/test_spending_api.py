@@ -176,6 +176,49 @@ def test_ops_see_how_many_holds_are_open(env: tuple[Platform, str]) -> None:
     wait_until(lambda: holds_open(api) == before + 1, timeout=15, what="one hold fewer once voided")
 
 
+def test_many_holds_settle_in_one_request_each_as_its_own_call_would(env: tuple[Platform, str]) -> None:
+    _, api = env
+    fund(env[0], api, "yuri", 100)
+    for hold_id, points, ttl in (("h-y1", 30, 600), ("h-y2", 20, 600), ("h-y3", 10, 1), ("h-y4", 5, 600)):
+        body = {"hold_id": hold_id, "member_id": "yuri", "points": points, "ttl_seconds": ttl}
+        assert post(api, "/v1/holds", body).status_code == 201
+    assert post(api, "/v1/holds/h-y4/capture").status_code == 200
+    time.sleep(1.05)  # h-y3 is past its ttl
+    body = {"capture": ["h-y1", "h-y3", "h-y4", "h-nobody"], "void": ["h-y2"]}
+    expected = [
+        {"hold_id": "h-y1", "status": "captured", "points": 30},
+        {"hold_id": "h-y3", "error": "hold_not_pending"},
+        {"hold_id": "h-y4", "status": "captured", "points": 5},
+        {"hold_id": "h-nobody", "error": "unknown_hold"},
+        {"hold_id": "h-y2", "status": "voided"},
+    ]
+
+    def answers(response: httpx.Response) -> list[dict[str, Any]]:
+        assert response.status_code == 200, response.text
+        return [
+            {k: v for k, v in h.items() if v is not None and k != "detail"} for h in response.json()["holds"]
+        ]
+
+    assert answers(post(api, "/v1/holds/settle", body)) == expected
+    assert (balance(api, "yuri")["available"], balance(api, "yuri")["held"]) == (65, 0)
+    assert answers(post(api, "/v1/holds/settle", body)) == expected  # again: the same answers
+    assert (balance(api, "yuri")["available"], balance(api, "yuri")["held"]) == (65, 0)
+    kinds = [e["kind"] for e in entries(api, "yuri")]
+    assert kinds.count("capture") == 2 and kinds.count("void") == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"capture": [], "void": []}, {"capture": ["h-a"], "void": ["h-a"]}, {"capture": ["x"] * 1001}],
+)
+def test_settle_requests_that_make_no_sense_are_422(env: tuple[Platform, str], body: Any) -> None:
+    _, api = env
+    response = post(api, "/v1/holds/settle", body)
+    assert response.status_code == 422 and response.json()["error"] == "invalid_request", response.text
+    member = {"Authorization": f"Bearer {token('yuri')}"}
+    assert post(api, "/v1/holds/settle", {"void": ["h-a"]}, member).status_code == 403
+
+
 def test_credits_are_idempotent_and_conflicts_are_refused(env: tuple[Platform, str]) -> None:
     _, api = env
     body = {"credit_id": "c-1", "member_id": "cleo", "points": 70, "reason": "refund order o-1"}

@@ -196,15 +196,19 @@ class PostgresLedger:
         )
 
     async def find_hold(self, hold_id: str) -> tuple[Hold, bytes] | None:
-        row = await self.conn.fetchrow("SELECT * FROM points.holds WHERE hold_id = $1", hold_id)
-        if row is None:
-            return None
-        lots = {datetime.fromisoformat(e): p for e, p in json.loads(row["lots"]).items()}
-        hold = Hold(
-            row["hold_id"], row["member_id"], row["points"], row["reason"], row["expires_at"],
-            row["status"], row["captured"], lots,
-        )  # fmt: skip
-        return hold, bytes(row["request_sha256"])
+        return (await self.find_holds([hold_id])).get(hold_id)
+
+    async def find_holds(self, hold_ids: Sequence[str]) -> dict[str, tuple[Hold, bytes]]:
+        rows = await self.conn.fetch("SELECT * FROM points.holds WHERE hold_id = ANY($1::text[])", hold_ids)
+        found = {}
+        for row in rows:
+            lots = {datetime.fromisoformat(e): p for e, p in json.loads(row["lots"]).items()}
+            hold = Hold(
+                row["hold_id"], row["member_id"], row["points"], row["reason"], row["expires_at"],
+                row["status"], row["captured"], lots,
+            )  # fmt: skip
+            found[hold.hold_id] = (hold, bytes(row["request_sha256"]))
+        return found
 
     async def insert_hold(self, hold: Hold, request_sha256: bytes) -> None:
         await self.conn.execute(
@@ -216,10 +220,19 @@ class PostgresLedger:
         )  # fmt: skip
 
     async def update_hold(self, hold: Hold) -> None:
+        await self.update_holds([hold])
+
+    async def update_holds(self, holds: Sequence[Hold]) -> None:
+        if not holds:
+            return
         await self.conn.execute(
-            """UPDATE points.holds SET status = $2, captured = $3, lots = $4, resolved_at = now()
-               WHERE hold_id = $1""",
-            hold.hold_id, hold.status, hold.captured, _lots_json(hold.lots),
+            """UPDATE points.holds h SET status = u.status, captured = u.captured, lots = u.lots::jsonb,
+                      resolved_at = now()
+               FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
+                    AS u(hold_id, status, captured, lots)
+               WHERE h.hold_id = u.hold_id""",
+            [h.hold_id for h in holds], [h.status for h in holds], [h.captured for h in holds],
+            [_lots_json(h.lots) for h in holds],
         )  # fmt: skip
 
     async def pending_holds_due(self, now: datetime, limit: int) -> list[tuple[str, str]]:
