@@ -67,6 +67,11 @@ class PointsClient:
     async def void(self, hold_id: str) -> dict[str, Any]:
         return await self._call("POST", f"/v1/holds/{hold_id}/void", None)
 
+    async def settle(self, captures: list[str], voids: list[str]) -> dict[str, dict[str, Any]]:
+        """Capture and void up to 1,000 holds in one call; each hold's answer or error, by hold_id."""
+        answer = await self._call("POST", "/v1/holds/settle", {"capture": captures, "void": voids})
+        return {hold["hold_id"]: hold for hold in answer["holds"]}
+
     async def get_hold(self, hold_id: str) -> dict[str, Any] | None:
         try:
             return await self._call("GET", f"/v1/holds/{hold_id}", None)

@@ -126,6 +126,32 @@ def test_a_free_ballot_with_fewer_entries_than_seats_lets_everyone_in(env: Env) 
                       headers=ADMIN).json()["error"] == "campaign_closed"  # fmt: skip
 
 
+def test_a_winner_whose_hold_is_gone_by_the_close_is_charged_afresh(env: Env) -> None:
+    env.create(**ballot("late-night", seats=5, cost_points=40))
+    for member in ("ida", "jon"):
+        env.fund(member, 100)
+        assert enter(env, "late-night", member).status_code == 201
+    # The holds are voided behind the lottery's back (as an expired hold would be).
+    service = {"Authorization": f"Bearer {token(role='service')}"}
+    entries = "SELECT hold_id FROM lottery.entries WHERE campaign_id = 'late-night'"
+    holds = [r["hold_id"] for r in env.platform.fetch(entries)]
+    assert len(holds) == 2
+    for hold_id in holds:
+        assert httpx.post(f"{env.points}/v1/holds/{hold_id}/void", headers=service).status_code == 200
+
+    assert env.close("late-night").json()["winners"] == 2
+
+    def charged(member: str) -> bool:
+        url = f"{env.points}/v1/members/{member}/balance"
+        balance = httpx.get(url, headers=ADMIN, timeout=10).json()
+        return (balance["available"], balance["held"]) == (60, 0)
+
+    wait_until(lambda: charged("ida") and charged("jon"), timeout=30, what="both winners charged afresh")
+    payments = {r["payment"] for r in env.platform.fetch(
+        "SELECT payment FROM lottery.entries WHERE campaign_id = 'late-night'")}  # fmt: skip
+    assert payments == {"captured"}
+
+
 async def enter_concurrently(env: Env, campaign: str, members: list[str]) -> list[httpx.Response]:
     gate = asyncio.Semaphore(64)
     async with httpx.AsyncClient(base_url=env.lottery, headers=ADMIN, timeout=60) as client:

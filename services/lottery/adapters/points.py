@@ -51,5 +51,8 @@ class PointsGateway:
     async def void(self, hold_id: str) -> dict[str, Any]:
         return await self._call(lambda: self._client.void(hold_id))
 
+    async def settle(self, captures: list[str], voids: list[str]) -> dict[str, dict[str, Any]]:
+        return await self._call(lambda: self._client.settle(captures, voids))
+
     async def credit(self, credit_id: str, member_id: str, points: int, reason: str) -> dict[str, Any]:
         return await self._call(lambda: self._client.credit(credit_id, member_id, points, reason))

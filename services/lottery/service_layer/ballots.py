@@ -6,7 +6,6 @@ the winners' holds are captured and everyone else's voided (`settle_ballot`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import secrets
@@ -33,6 +32,9 @@ from services.lottery.service_layer.context import Lottery
 # PointsDown is the points client's "no answer" (unreachable, timeout, 5xx); PointsUnavailable
 # is the lottery's own error, the 503 it answers then.
 log = logging.getLogger("loyalty.lottery.ballots")
+
+# Holds settled in one call to the points service: its most (POST /v1/holds/settle).
+SETTLE_CHUNK = 1000
 
 
 async def enter_ballot(lottery: Lottery, campaign_id: str, member_id: str) -> Entry:
@@ -130,26 +132,26 @@ async def undo_refused_entry(lottery: Lottery, entry: Entry) -> bool:
 
 
 async def settle_ballot(lottery: Lottery, entries: Sequence[Entry]) -> int:
-    """Capture the winners' holds and void the others'; return how many were settled now."""
-    gate = asyncio.Semaphore(lottery.settle_concurrency)
-
-    async def settle(entry: Entry) -> Entry | None:
-        assert entry.hold_id is not None
-        async with gate:
-            try:
-                if entry.status == WON:
-                    reason = f"lottery ballot {entry.campaign_id}"
-                    payment = await payments.capture(
-                        lottery.points, entry.hold_id, entry.member_id, entry.cost_points, reason
-                    )
-                else:
-                    payment = await payments.void(lottery.points, entry.hold_id)
-            except (PointsDown, PointsRejected) as failed:
-                log.warning("settling entry %s/%s later: %s", entry.campaign_id, entry.member_id, failed)
-                return None
-        return replace(entry, payment=payment)
-
-    settled = [e for e in await asyncio.gather(*(settle(e) for e in entries if e.settle_due)) if e]
+    """Capture the winners' holds and void the others', a thousand to a call to the points
+    service; return how many were settled now."""
+    due = [e for e in entries if e.settle_due]
+    settled: list[Entry] = []
+    for start in range(0, len(due), SETTLE_CHUNK):
+        chunk = due[start : start + SETTLE_CHUNK]
+        charges, voids = [], []
+        for entry in chunk:
+            assert entry.hold_id is not None
+            if entry.status == WON:
+                reason = f"lottery ballot {entry.campaign_id}"
+                charges.append(payments.Charge(entry.hold_id, entry.member_id, entry.cost_points, reason))
+            else:
+                voids.append(entry.hold_id)
+        try:
+            outcome = await payments.settle_many(lottery.points, charges, voids)
+        except (PointsDown, PointsRejected) as failed:
+            log.warning("settling %d ballot entries later: %s", len(chunk), failed)
+            break
+        settled += [replace(e, payment=outcome[e.hold_id]) for e in chunk if e.hold_id in outcome]
     if settled:
         async with lottery.store.connection() as repo:
             await repo.save_entry_settlement(settled)

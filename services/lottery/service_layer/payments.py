@@ -8,8 +8,10 @@ often as they need to.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from services.common.points_client import PointsRejected
+from services.common.points_client import PointsRejected, PointsUnavailable
 from services.lottery.domain.draws import CAPTURED, UNPAID, VOIDED
 from services.lottery.domain.errors import InsufficientPoints, LotteryError, refusal
 from services.lottery.metrics import PAYMENTS
@@ -62,6 +64,50 @@ async def void(points: PointsPort, hold_id: str) -> str:
             log.error("voiding hold %s: %s", hold_id, rejected)
     PAYMENTS.labels("voided").inc()
     return VOIDED
+
+
+@dataclass(frozen=True)
+class Charge:
+    """A held payment to capture: what capture() takes."""
+
+    hold_id: str
+    member_id: str
+    amount: int
+    reason: str
+
+
+async def settle_many(points: PointsPort, charges: Sequence[Charge], voids: Sequence[str]) -> dict[str, str]:
+    """capture() every charge and void() every hold, as those would, in one call to the points
+    service; return the outcome by hold_id.
+
+    A charge whose hold can no longer be captured is charged afresh, as capture() does. A hold
+    the points service could not settle now is left out of the answer: try it again later.
+    Raises PointsUnavailable when the points service cannot say.
+    """
+    answers = await points.settle([c.hold_id for c in charges], list(voids))
+    outcome: dict[str, str] = {}
+    for charge in charges:
+        answer = answers.get(charge.hold_id, {})
+        if answer.get("status") == "captured":
+            PAYMENTS.labels("captured").inc()
+            outcome[charge.hold_id] = CAPTURED
+        elif answer.get("error") in ("hold_not_pending", "unknown_hold"):
+            try:
+                outcome[charge.hold_id] = await capture(
+                    points, charge.hold_id, charge.member_id, charge.amount, charge.reason
+                )
+            except (PointsRejected, PointsUnavailable) as failed:
+                log.warning("charging hold %s later: %s", charge.hold_id, failed)
+        else:
+            log.warning("capturing hold %s later: %s", charge.hold_id, answer)
+    for hold_id in voids:
+        answer = answers.get(hold_id, {})
+        if answer.get("status") != "voided" and answer.get("error") != "unknown_hold":
+            # Only a captured hold cannot be voided, and nothing captures a loser's hold.
+            log.error("voiding hold %s: %s", hold_id, answer)
+        PAYMENTS.labels("voided").inc()
+        outcome[hold_id] = VOIDED
+    return outcome
 
 
 def hold_refused(rejected: PointsRejected, member_id: str, cost_points: int) -> LotteryError:
