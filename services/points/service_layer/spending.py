@@ -101,19 +101,13 @@ async def capture_hold(
     unit_of_work: UnitOfWorkFactory, hold_id: str, points: int | None, now: datetime
 ) -> Hold:
     """Spend a pending hold; capturing it again with the same points answers the same."""
-    expired = False
     async with unit_of_work() as uow:
         hold, account = await _lock_hold(uow, hold_id)
-        if hold.status == CAPTURED and points in (None, hold.captured):
-            return hold
-        if hold.status == PENDING and now >= hold.expires_at:
-            # Past its ttl: void it now (committed), then refuse the capture.
-            await _resolve(uow, account, hold, account.void(hold, now))
-            expired = True
-        else:
-            await _resolve(uow, account, hold, account.capture(hold, points, now))
-    if expired:
-        raise HoldNotPending(f"hold {hold_id} expired at {hold.expires_at.isoformat()}; it was voided")
+        entries, refused = _settle(account, hold, CAPTURED, points, now)
+        if entries:
+            await _resolve(uow, account, hold, entries)
+    if refused:  # raised after the commit: an expired hold stays voided
+        raise refused
     return hold
 
 
@@ -140,24 +134,15 @@ async def settle_holds(
                 results[hold_id] = UnknownHold(f"no hold {hold_id!r}")
                 continue
             hold, account = found[0], accounts[found[0].member_id]
-            if hold.status == outcome:
-                results[hold_id] = hold  # settled before: the same answer again
-                continue
             try:
-                if outcome == CAPTURED and hold.status == PENDING and now >= hold.expires_at:
-                    entries += account.void(hold, now)  # past its ttl: voided, and the capture refused
-                    settled.append(hold)
-                    expired = hold.expires_at.isoformat()
-                    raise HoldNotPending(f"hold {hold_id} expired at {expired}; it was voided")
-                if outcome == CAPTURED:
-                    entries += account.capture(hold, None, now)
-                else:
-                    entries += account.void(hold, now)
-            except PointsError as refused:
-                results[hold_id] = refused
+                hold_entries, refused = _settle(account, hold, outcome, None, now)
+            except PointsError as error:
+                results[hold_id] = error
                 continue
-            settled.append(hold)
-            results[hold_id] = hold
+            if hold_entries:
+                settled.append(hold)
+                entries += hold_entries
+            results[hold_id] = refused or hold
         await uow.update_holds(settled)
         await uow.save_accounts(list(accounts.values()))
         await uow.insert_entries(entries)
@@ -168,9 +153,9 @@ async def void_hold(unit_of_work: UnitOfWorkFactory, hold_id: str, now: datetime
     """Give a hold's points back; voiding it again answers the same."""
     async with unit_of_work() as uow:
         hold, account = await _lock_hold(uow, hold_id)
-        if hold.status == VOIDED:
-            return hold
-        await _resolve(uow, account, hold, account.void(hold, now))
+        entries, _ = _settle(account, hold, VOIDED, None, now)
+        if entries:
+            await _resolve(uow, account, hold, entries)
         return hold
 
 
@@ -258,6 +243,24 @@ async def _lock_hold(uow: SpendingUnitOfWork, hold_id: str) -> tuple[Hold, Accou
     found = await uow.find_hold(hold_id)  # re-read: it may have changed before the lock
     assert found is not None
     return found[0], account
+
+
+def _settle(
+    account: Account, hold: Hold, outcome: str, points: int | None, now: datetime
+) -> tuple[list[Entry], HoldNotPending | None]:
+    """Capture (`points` of it, or all) or void a locked hold: the entries to write, and the
+    refusal to answer once they are committed. A hold already settled so gets no entries and
+    no refusal (the same answer again); a refusal with nothing to write is raised at once.
+    """
+    if hold.status == outcome and (outcome == VOIDED or points in (None, hold.captured)):
+        return [], None
+    if outcome == CAPTURED and hold.status == PENDING and now >= hold.expires_at:
+        # Past its ttl: voided now, and the capture refused.
+        detail = f"hold {hold.hold_id} expired at {hold.expires_at.isoformat()}; it was voided"
+        return account.void(hold, now), HoldNotPending(detail)
+    if outcome == CAPTURED:
+        return account.capture(hold, points, now), None
+    return account.void(hold, now), None
 
 
 async def _resolve(uow: SpendingUnitOfWork, account: Account, hold: Hold, entries: list[Entry]) -> None:
