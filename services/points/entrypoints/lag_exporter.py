@@ -12,7 +12,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
 
@@ -170,10 +170,6 @@ class LagCollector(Collector):
         )
 
 
-def total_lag(readings: Iterable[PartitionLag], group: str, topic: str) -> int:
-    return sum(r.lag for r in readings if r.group == group and r.topic == topic)
-
-
 def run_lag_exporter(settings: PointsSettings) -> None:
     bootstrap = settings.resolved_kafka_bootstrap()
     collector = LagCollector()
@@ -197,9 +193,7 @@ def run_lag_exporter(settings: PointsSettings) -> None:
     while not stopping.is_set():
         try:
             reader = reader or LagReader(bootstrap, {settings.consumer_group: [BILLING_EVENTS]})
-            readings = reader.read()
-            collector.update(readings)
-            log.debug("billing lag %d", total_lag(readings, settings.consumer_group, BILLING_EVENTS))
+            collector.update(reader.read())
         except Exception as exc:  # the broker may be down or electing: report and try again
             ERRORS.inc()
             log.warning("could not read consumer lag from %s: %s", bootstrap, exc)
