@@ -59,9 +59,14 @@ async def void(points: PointsPort, hold_id: str) -> str:
     try:
         await points.void(hold_id)
     except PointsRejected as rejected:
-        if rejected.code != "unknown_hold":
-            # Only a captured hold cannot be voided, and nothing captures a refused draw's hold.
-            log.error("voiding hold %s: %s", hold_id, rejected)
+        return _voided(hold_id, rejected.code, str(rejected))
+    return _voided(hold_id, None, "")
+
+
+def _voided(hold_id: str, error: str | None, detail: str) -> str:
+    if error not in (None, "unknown_hold"):
+        # Only a captured hold cannot be voided, and nothing captures a refused draw's hold.
+        log.error("voiding hold %s: %s: %s", hold_id, error, detail)
     PAYMENTS.labels("voided").inc()
     return VOIDED
 
@@ -101,12 +106,8 @@ async def settle_many(points: PointsPort, charges: Sequence[Charge], voids: Sequ
         else:
             log.warning("capturing hold %s later: %s", charge.hold_id, answer)
     for hold_id in voids:
-        answer = answers.get(hold_id, {})
-        if answer.get("status") != "voided" and answer.get("error") != "unknown_hold":
-            # Only a captured hold cannot be voided, and nothing captures a loser's hold.
-            log.error("voiding hold %s: %s", hold_id, answer)
-        PAYMENTS.labels("voided").inc()
-        outcome[hold_id] = VOIDED
+        answer = answers.get(hold_id, {"error": "no_answer"})
+        outcome[hold_id] = _voided(hold_id, answer.get("error"), str(answer.get("detail", "")))
     return outcome
 
 
