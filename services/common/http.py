@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -27,6 +27,15 @@ def error_response(status: int, code: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status)
 
 
+def describe_invalid(errors: Sequence[Any]) -> str:
+    """Pydantic's errors as one line: `field: what is wrong; ...`."""
+    problems = []
+    for err in errors:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return "; ".join(problems) or "invalid request"
+
+
 def install_error_handlers(app: FastAPI, domain_error: type[Exception], statuses: dict[str, int]) -> None:
     """Map every failure to the contract's `{"error", "detail"}` body; never a bare 500 page."""
 
@@ -40,11 +49,7 @@ def install_error_handlers(app: FastAPI, domain_error: type[Exception], statuses
 
     async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-        return error_response(422, "invalid_request", "; ".join(problems) or "invalid request")
+        return error_response(422, "invalid_request", describe_invalid(exc.errors()))
 
     async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

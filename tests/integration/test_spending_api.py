@@ -207,6 +207,54 @@ def test_many_holds_settle_in_one_request_each_as_its_own_call_would(env: tuple[
     assert kinds.count("capture") == 2 and kinds.count("void") == 2
 
 
+def test_many_holds_are_placed_in_one_request_each_as_its_own_call_would(env: tuple[Platform, str]) -> None:
+    _, api = env
+    fund(env[0], api, "zora", 100)
+    assert post(api, "/v1/holds", {"hold_id": "h-z0", "member_id": "zora", "points": 10}).status_code == 201
+    holds = [
+        {"hold_id": "h-z1", "member_id": "zora", "points": 50, "reason": "a"},
+        {"hold_id": "h-z0", "member_id": "zora", "points": 10},  # the same request again
+        {"hold_id": "h-z2", "member_id": "zora", "points": 45},  # only 40 left by now
+        {"hold_id": "h-z3", "member_id": "zora", "points": 0},  # invalid on its own
+        {"hold_id": "h-z0", "member_id": "zora", "points": 11},  # h-z0 for something else
+        {"hold_id": "h-z4", "member_id": "zora", "points": 40, "ttl_seconds": 60},
+        {"hold_id": "h-z5", "member_id": "nobody-z", "points": 1},
+    ]
+    expected = [
+        {"hold_id": "h-z1", "status": "pending", "points": 50},
+        {"hold_id": "h-z0", "status": "pending", "points": 10},
+        {"hold_id": "h-z2", "error": "insufficient_points"},
+        {"hold_id": "h-z3", "error": "invalid_request"},
+        {"hold_id": "h-z0", "error": "idempotency_conflict"},
+        {"hold_id": "h-z4", "status": "pending", "points": 40},
+        {"hold_id": "h-z5", "error": "insufficient_points"},
+    ]
+
+    def answers(response: httpx.Response) -> list[dict[str, Any]]:
+        assert response.status_code == 200, response.text
+        return [{k: v for k, v in h.items() if k in ("hold_id", "status", "points", "error")}
+                for h in response.json()["holds"]]  # fmt: skip
+
+    assert answers(post(api, "/v1/holds/batch", {"holds": holds})) == expected
+    assert (balance(api, "zora")["available"], balance(api, "zora")["held"]) == (0, 100)
+    again = answers(post(api, "/v1/holds/batch", {"holds": holds}))
+    assert again == expected  # the same answers; h-z2, never placed, is refused again
+    assert (balance(api, "zora")["available"], balance(api, "zora")["held"]) == (0, 100)
+    assert [e["kind"] for e in entries(api, "zora")].count("hold") == 3
+    captured = post(api, "/v1/holds/h-z4/capture").json()
+    assert captured == {"hold_id": "h-z4", "status": "captured", "points": 40}
+
+
+@pytest.mark.parametrize("body", [{}, {"holds": []}, {"holds": "h-1"}, {"holds": [{"hold_id": "x"}] * 1001}])
+def test_hold_batches_that_make_no_sense_are_422(env: tuple[Platform, str], body: Any) -> None:
+    _, api = env
+    response = post(api, "/v1/holds/batch", body)
+    assert response.status_code == 422 and response.json()["error"] == "invalid_request", response.text
+    member = {"Authorization": f"Bearer {token('zora')}"}
+    hold = {"hold_id": "h-m", "member_id": "zora", "points": 1}
+    assert post(api, "/v1/holds/batch", {"holds": [hold]}, member).status_code == 403
+
+
 @pytest.mark.parametrize(
     "body",
     [{}, {"capture": [], "void": []}, {"capture": ["h-a"], "void": ["h-a"]}, {"capture": ["x"] * 1001}],

@@ -210,13 +210,22 @@ class PostgresLedger:
             found[hold.hold_id] = (hold, bytes(row["request_sha256"]))
         return found
 
-    async def insert_hold(self, hold: Hold, request_sha256: bytes) -> None:
+    async def insert_holds(self, holds: Sequence[tuple[Hold, bytes]]) -> None:
+        if not holds:
+            return
         await self.conn.execute(
             """INSERT INTO points.holds
                    (hold_id, member_id, points, reason, status, captured, lots, request_sha256, expires_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-            hold.hold_id, hold.member_id, hold.points, hold.reason, hold.status, hold.captured,
-            _lots_json(hold.lots), request_sha256, hold.expires_at,
+               SELECT h.hold_id, h.member_id, h.points, h.reason, h.status, h.captured, h.lots::jsonb,
+                      h.request_sha256, h.expires_at
+               FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
+                           $7::text[], $8::bytea[], $9::timestamptz[])
+                    AS h(hold_id, member_id, points, reason, status, captured, lots, request_sha256,
+                         expires_at)""",
+            [h.hold_id for h, _ in holds], [h.member_id for h, _ in holds], [h.points for h, _ in holds],
+            [h.reason for h, _ in holds], [h.status for h, _ in holds], [h.captured for h, _ in holds],
+            [_lots_json(h.lots) for h, _ in holds], [sha for _, sha in holds],
+            [h.expires_at for h, _ in holds],
         )  # fmt: skip
 
     async def update_hold(self, hold: Hold) -> None:

@@ -16,16 +16,16 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 from fastapi import FastAPI, Path, Query, Request
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from services.common.db import TRANSIENT_DB_ERRORS, create_pool
-from services.common.http import PrincipalDep, install_service_edge, serve
+from services.common.http import PrincipalDep, describe_invalid, install_service_edge, serve
 from services.common.outbox import OutboxRelay
 from services.common.validation import ClientId, ClientIdPath, MemberIdField, Text
 from services.points.adapters.postgres import PostgresLedger, ledger_transaction
 from services.points.adapters.queries import read_balance, read_entries
 from services.points.domain.errors import InvalidRequest, PointsError, UnknownHold
-from services.points.domain.ledger import PENDING
+from services.points.domain.ledger import PENDING, Hold
 from services.points.domain.policy import load_policy
 from services.points.metrics import HOLDS_EXPIRED, HOLDS_OPEN, HOLDS_OVERDUE
 from services.points.service_layer.spending import (
@@ -36,6 +36,7 @@ from services.points.service_layer.spending import (
     capture_hold,
     credit,
     place_hold,
+    place_holds,
     settle_holds,
     void_expired_holds,
     void_hold,
@@ -105,6 +106,27 @@ class HoldOut(BaseModel):
     status: str
     points: int
     expires_at: datetime
+
+
+class HoldsIn(BaseModel):
+    # Each item is checked on its own, so that one bad hold is answered, not the whole batch refused.
+    holds: list[dict[str, Any]] = Field(min_length=1, max_length=SETTLE_MAX)
+
+
+class PlacedHold(BaseModel):
+    """A hold as POST /v1/holds would answer it, or the error it would have given."""
+
+    hold_id: str
+    member_id: str | None = None
+    status: str | None = None
+    points: int | None = None
+    expires_at: datetime | None = None
+    error: str | None = None
+    detail: str | None = None
+
+
+class HoldsOut(BaseModel):
+    holds: list[PlacedHold]
 
 
 class CaptureIn(BaseModel):
@@ -266,6 +288,45 @@ def create_app(settings: PointsSettings) -> FastAPI:
             status=PENDING,
             points=hold.points,
             expires_at=hold.expires_at.astimezone(zone),
+        )
+
+    @app.post("/v1/holds/batch", response_model=HoldsOut, response_model_exclude_none=True, tags=["spending"])
+    async def create_holds(body: HoldsIn, principal: PrincipalDep) -> HoldsOut:
+        """Place up to 1,000 holds in one transaction (an extension of §4).
+
+        Each item is a POST /v1/holds body, placed as that call would place it and answered
+        in the order given, with that call's answer or its error code; one that cannot be
+        placed does not stop the others.
+        """
+        principal.require_role("service", "admin")
+        answers: list[PlacedHold | HoldRequest] = []
+        for index, item in enumerate(body.holds):
+            try:
+                valid = HoldIn.model_validate(item)
+            except ValidationError as invalid:
+                hold_id = item.get("hold_id")
+                answers.append(PlacedHold(
+                    hold_id=hold_id if isinstance(hold_id, str) else f"#{index}",
+                    error="invalid_request", detail=describe_invalid(invalid.errors()),
+                ))  # fmt: skip
+                continue
+            answers.append(
+                HoldRequest(valid.hold_id, valid.member_id, valid.points, valid.reason, valid.ttl_seconds)
+            )
+        requests = [a for a in answers if isinstance(a, HoldRequest)]
+        results = iter(await retrying(lambda: place_holds(unit_of_work, requests, now())) if requests else [])
+        return HoldsOut(holds=[a if isinstance(a, PlacedHold) else placed(a.hold_id, next(results))
+                               for a in answers])  # fmt: skip
+
+    def placed(hold_id: str, result: Hold | PointsError) -> PlacedHold:
+        if isinstance(result, PointsError):
+            return PlacedHold(hold_id=hold_id, error=result.code, detail=str(result))
+        return PlacedHold(
+            hold_id=hold_id,
+            member_id=result.member_id,
+            status=PENDING,
+            points=result.points,
+            expires_at=result.expires_at.astimezone(zone),
         )
 
     @app.post("/v1/holds/{hold_id}/capture", response_model=CaptureOut, tags=["spending"])

@@ -24,7 +24,7 @@ class SpendingUnitOfWork(Protocol):
 
     async def find_hold(self, hold_id: str) -> tuple[Hold, bytes] | None: ...
 
-    async def insert_hold(self, hold: Hold, request_sha256: bytes) -> None: ...
+    async def insert_holds(self, holds: Sequence[tuple[Hold, bytes]]) -> None: ...
 
     async def update_hold(self, hold: Hold) -> None: ...
 
@@ -80,21 +80,52 @@ class AdjustmentRequest:
 
 async def place_hold(unit_of_work: UnitOfWorkFactory, request: HoldRequest, now: datetime) -> Hold:
     """Reserve points; the same request again returns the same hold."""
-    fingerprint = request_fingerprint(request)
+    [placed] = await place_holds(unit_of_work, [request], now)
+    if isinstance(placed, PointsError):
+        raise placed
+    return placed
+
+
+async def place_holds(
+    unit_of_work: UnitOfWorkFactory, requests: Sequence[HoldRequest], now: datetime
+) -> list[Hold | PointsError]:
+    """Place many holds in one transaction, each as its own request would be placed, in the
+    order given; a hold that cannot be placed gets its error and the others go on. The
+    answers come in the order of the requests.
+
+    A campaign-day burst of orders and draws arrives as hundreds of holds at once: one
+    transaction for a batch of them instead of one each.
+    """
+    results: list[Hold | PointsError] = []
     async with unit_of_work() as uow:
-        account = (await uow.lock_accounts([request.member_id]))[request.member_id]
-        existing = await uow.find_hold(request.hold_id)
-        if existing is not None:
-            hold, first_fingerprint = existing
-            if first_fingerprint != fingerprint:
-                raise IdempotencyConflict(f"hold_id {request.hold_id!r} was used for another request")
-            return hold
-        expires_at = now + timedelta(seconds=request.ttl_seconds)
-        hold, entries = account.place_hold(request.hold_id, request.points, request.reason, now, expires_at)
-        await uow.insert_hold(hold, fingerprint)
-        await uow.save_accounts([account])
+        accounts = await uow.lock_accounts(sorted({request.member_id for request in requests}))
+        known = await uow.find_holds(list({request.hold_id: None for request in requests}))
+        placed: list[tuple[Hold, bytes]] = []
+        entries: list[Entry] = []
+        for request in requests:
+            fingerprint = request_fingerprint(request)
+            if request.hold_id in known:
+                hold, first_fingerprint = known[request.hold_id]
+                conflict = IdempotencyConflict(f"hold_id {request.hold_id!r} was used for another request")
+                results.append(hold if first_fingerprint == fingerprint else conflict)
+                continue
+            expires_at = now + timedelta(seconds=request.ttl_seconds)
+            try:
+                hold, hold_entries = accounts[request.member_id].place_hold(
+                    request.hold_id, request.points, request.reason, now, expires_at
+                )
+            except PointsError as error:
+                results.append(error)
+                continue
+            known[request.hold_id] = (hold, fingerprint)
+            placed.append((hold, fingerprint))
+            entries += hold_entries
+            results.append(hold)
+        await uow.insert_holds(placed)
+        changed = {hold.member_id for hold, _ in placed}
+        await uow.save_accounts([account for member_id, account in accounts.items() if member_id in changed])
         await uow.insert_entries(entries)
-        return hold
+    return results
 
 
 async def capture_hold(
