@@ -127,6 +127,26 @@ def test_per_member_limit_holds_under_concurrency(env: tuple[Platform, str, str]
     assert available(points, "lim") == 4800
 
 
+def test_a_burst_against_both_stock_and_per_member_limits_passes_neither(
+    env: tuple[Platform, str, str],
+) -> None:
+    # Orders for one reward arriving together are taken in batches: each order must still
+    # be judged against the units and the member's count left by the orders before it.
+    _, points, api = env
+    sku = reward(api, stock=40, per_member_limit=2, points_price=10)["sku"]
+    members = [f"burst-{i}" for i in range(30)]
+    asyncio.run(fund_all(points, members, 100))
+    responses = asyncio.run(order_all(api, [(m, sku, f"b-{m}-{k}") for k in range(3) for m in members]))
+    confirmed = [r.json()["member_id"] for r in responses if r.status_code == 201]
+    assert len(confirmed) == 40
+    assert max(confirmed.count(m) for m in members) == 2
+    refusals = {r.json()["error"] for r in responses if r.status_code != 201}
+    assert refusals <= {"limit_reached", "out_of_stock"} and "out_of_stock" in refusals
+    assert sum(100 - available(points, m) for m in members) == 40 * 10
+    catalog = httpx.get(f"{api}/v1/rewards", headers=as_member("burst-0"), timeout=10).json()["rewards"]
+    assert [r["remaining"] for r in catalog if r["sku"] == sku] == [0]
+
+
 def test_window_tier_unknown_sku_and_missing_key_are_refused(env: tuple[Platform, str, str]) -> None:
     _, points, api = env
     asyncio.run(fund_all(points, ["win"], 1000))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Hashable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from services.common.batching import Batcher
 from services.common.kafka import REDEMPTION_ORDERS
 from services.redemption.domain.model import (
     InvalidReward,
@@ -34,6 +37,7 @@ class RedemptionStore:
     def __init__(self, pool: asyncpg.Pool, instance_id: str) -> None:
         self.pool = pool
         self.instance_id = instance_id
+        self._stock_batchers: dict[str, Batcher[tuple[Order, int | None], None]] = {}
 
     async def heartbeat(self, conn: asyncpg.Connection) -> None:
         await conn.execute(
@@ -131,37 +135,97 @@ class RedemptionStore:
         return _order(row), bytes(row["request_sha256"]), created
 
     async def take_stock(self, order: Order, per_member_limit: int | None) -> None:
-        """Reserve the order's units and count them against the member's limit, or raise."""
+        """Reserve the order's units and count them against the member's limit, or raise.
+
+        Orders for one reward that arrive while its previous batch is being taken are taken
+        together, in arrival order, in one transaction: the reward's row, the hot one on a
+        campaign day, is then locked once per batch instead of once per order.
+        """
+        batcher = self._stock_batchers.get(order.sku)
+        if batcher is None:
+            batcher = self._stock_batchers[order.sku] = Batcher(self._take_stock_together, size=500)
+        await batcher.call(order.order_id, (order, per_member_limit))
+
+    async def _take_stock_together(
+        self, batch: Sequence[tuple[Order, int | None]]
+    ) -> dict[Hashable, BaseException | None]:
+        for attempt in range(4):
+            try:
+                return await self._take_stock_once(batch)
+            except asyncpg.DeadlockDetectedError:
+                # Postgres chose this transaction to end a lock cycle with another one: again.
+                if attempt == 3:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _take_stock_once(
+        self, batch: Sequence[tuple[Order, int | None]]
+    ) -> dict[Hashable, BaseException | None]:
+        sku = batch[0][0].sku
+        answers: dict[Hashable, BaseException | None] = {}
         async with self.pool.acquire() as conn, conn.transaction():
-            # Locks in one order everywhere: the order row, the member's count, the reward row.
-            # The reward row is the hot one on a campaign day, so it is taken last, just before
-            # the commit, and held for as short a time as possible.
-            moved = await conn.fetchval(
-                """UPDATE redemption.orders SET stage = 'stock_taken', updated_at = now()
-                   WHERE order_id = $1 AND status = 'pending' AND stage = 'new' RETURNING 1""",
-                order.order_id,
+            # Locks in one order everywhere: the orders' rows, the members' counts, the reward
+            # row; the reward row last, for as short a time as possible.
+            live = {
+                r["order_id"]
+                for r in await conn.fetch(
+                    """SELECT order_id FROM redemption.orders
+                       WHERE order_id = ANY($1::text[]) AND status = 'pending' AND stage = 'new'
+                       ORDER BY order_id FOR UPDATE""",
+                    [order.order_id for order, _ in batch],
+                )
+            }
+            limited = sorted({o.member_id for o, limit in batch if limit is not None and o.order_id in live})
+            counts: dict[str, int] = {}
+            if limited:
+                # A row for every member first, so that each can be locked (and none counted twice).
+                await conn.execute(
+                    """INSERT INTO redemption.member_quantities (member_id, sku, quantity)
+                       SELECT unnest($1::text[]), $2, 0 ON CONFLICT DO NOTHING""",
+                    limited,
+                    sku,
+                )
+                rows = await conn.fetch(
+                    """SELECT member_id, quantity FROM redemption.member_quantities
+                       WHERE sku = $1 AND member_id = ANY($2::text[]) ORDER BY member_id FOR UPDATE""",
+                    sku,
+                    limited,
+                )
+                counts = {r["member_id"]: r["quantity"] for r in rows}
+            remaining = await conn.fetchval(
+                "SELECT stock - taken FROM redemption.rewards WHERE sku = $1 FOR UPDATE", sku
             )
-            if moved is None:
-                raise OrderSettled(order.order_id)
-            if per_member_limit is not None:
-                counted = await conn.fetchval(
-                    """INSERT INTO redemption.member_quantities AS q (member_id, sku, quantity)
-                       SELECT $1::text, $2::text, $3::int WHERE $3::int <= $4::int
-                       ON CONFLICT (member_id, sku) DO UPDATE SET quantity = q.quantity + EXCLUDED.quantity
-                       WHERE q.quantity + EXCLUDED.quantity <= $4
-                       RETURNING quantity""",
-                    order.member_id, order.sku, order.quantity, per_member_limit,
+            taken: list[Order] = []
+            for order, limit in batch:
+                answers[order.order_id] = None
+                if order.order_id not in live:
+                    answers[order.order_id] = OrderSettled(order.order_id)
+                elif limit is not None and counts[order.member_id] + order.quantity > limit:
+                    answers[order.order_id] = LimitReached(f"at most {limit} of {sku} per member")
+                elif remaining is None or order.quantity > remaining:
+                    answers[order.order_id] = OutOfStock(f"{sku} has fewer than {order.quantity} left")
+                else:
+                    remaining -= order.quantity
+                    if limit is not None:
+                        counts[order.member_id] += order.quantity
+                    taken.append(order)
+            if taken:
+                counted = sorted({o.member_id for o in taken} & set(counts))
+                await conn.execute(
+                    """WITH moved AS (
+                           UPDATE redemption.orders SET stage = 'stock_taken', updated_at = now()
+                           WHERE order_id = ANY($1::text[])),
+                       counted AS (
+                           UPDATE redemption.member_quantities q SET quantity = c.quantity
+                           FROM unnest($3::text[], $4::int[]) AS c(member_id, quantity)
+                           WHERE q.sku = $2 AND q.member_id = c.member_id)
+                       UPDATE redemption.rewards SET taken = taken + $5, updated_at = now()
+                       WHERE sku = $2""",
+                    [o.order_id for o in taken], sku, counted, [counts[m] for m in counted],
+                    sum(o.quantity for o in taken),
                 )  # fmt: skip
-                if counted is None:
-                    raise LimitReached(f"at most {per_member_limit} of {order.sku} per member")
-            taken = await conn.fetchval(
-                """UPDATE redemption.rewards SET taken = taken + $2, updated_at = now()
-                   WHERE sku = $1 AND taken + $2 <= stock RETURNING taken""",
-                order.sku,
-                order.quantity,
-            )
-            if taken is None:
-                raise OutOfStock(f"{order.sku} has fewer than {order.quantity} left")
+        return answers
 
     async def confirm_order(
         self, order: Order, fulfilment_code: str | None, fulfilment: dict[str, object]
