@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
+import asyncpg
 import httpx
 
 from tests.integration.conftest import Platform, wait_until
@@ -20,39 +20,45 @@ def test_sigkill_between_hold_and_capture_is_finished_or_undone_within_the_hold_
     points = platform.start_points_api()
     settings = {"LOYALTY_RECONCILE_AFTER_SECONDS": "1", "LOYALTY_HOLD_TTL_SECONDS": str(HOLD_TTL)}
     api = platform.start_api("redemption", **settings)
-    sku = reward(api, stock=300, points_price=10)["sku"]
-    members = [f"k{i:03d}" for i in range(300)]
+    # Enough orders, at most 100 in flight, that the storm lasts a while: concurrent orders go
+    # through the saga in batches, and a short storm could be over before the kill.
+    sku = reward(api, stock=1000, points_price=10)["sku"]
+    members = [f"k{i:04d}" for i in range(1000)]
     asyncio.run(fund_all(points, members, 100))
 
-    def storm() -> None:
-        async def send() -> None:
-            limits = httpx.Limits(max_connections=300)
-            async with httpx.AsyncClient(base_url=api, timeout=30, limits=limits) as client:
-                await asyncio.gather(
-                    *(
-                        client.post(
-                            "/v1/redemptions",
-                            json={"member_id": m, "sku": sku},
-                            headers={**as_member(m), "Idempotency-Key": f"o-{m}"},
-                        )
-                        for m in members
-                    ),
-                    return_exceptions=True,  # the server dies under them
-                )
+    async def storm_and_kill() -> float:
+        """Orders from every member at once; SIGKILL as soon as one is between hold and capture.
 
-        asyncio.run(send())
+        One event loop for the clients and the watcher: an httpx client in a thread stalled
+        while the main thread ran event loops of its own (seen with Python 3.11).
+        """
+        limits = httpx.Limits(max_connections=100)
+        watcher = await asyncpg.connect(platform.dsn)
+        async with httpx.AsyncClient(base_url=api, timeout=30, limits=limits) as client:
+            orders = asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/redemptions",
+                        json={"member_id": m, "sku": sku},
+                        headers={**as_member(m), "Idempotency-Key": f"o-{m}"},
+                    )
+                    for m in members
+                ),
+                return_exceptions=True,  # the server dies under them
+            )
+            deadline = time.monotonic() + 30
+            query = "SELECT count(*) FROM redemption.orders WHERE stage = 'stock_taken'"
+            while not await watcher.fetchval(query):
+                in_time = time.monotonic() < deadline and not orders.done()
+                assert in_time, "no order was ever seen between hold and capture"
+                await asyncio.sleep(0.01)
+            platform.services[-1].kill()
+            killed_at = time.monotonic()
+            await orders
+        await watcher.close()
+        return killed_at
 
-    clients = threading.Thread(target=storm)
-    clients.start()
-    wait_until(
-        lambda: platform.fetchval("SELECT count(*) FROM redemption.orders WHERE stage = 'stock_taken'") > 0,
-        timeout=30,
-        what="orders between hold and capture",
-    )
-    killed = platform.services[-1]
-    killed.kill()
-    killed_at = time.monotonic()
-    clients.join()
+    killed_at = asyncio.run(storm_and_kill())
     pending = platform.fetchval("SELECT count(*) FROM redemption.orders WHERE status = 'pending'")
     assert pending > 0, "the kill found no order in flight; nothing was tested"
 

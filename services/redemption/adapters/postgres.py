@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import Hashable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -37,7 +37,15 @@ class RedemptionStore:
     def __init__(self, pool: asyncpg.Pool, instance_id: str) -> None:
         self.pool = pool
         self.instance_id = instance_id
+        # Concurrent orders share statements and commits: see start_order, take_stock, confirm_order.
+        self._starts: Batcher[tuple[Order, str, bytes], tuple[Order, bytes, bool]] = Batcher(
+            self._start_together, size=500
+        )
         self._stock_batchers: dict[str, Batcher[tuple[Order, int | None], None]] = {}
+        self._reward_reads: dict[str, asyncio.Future[Reward | None]] = {}
+        self._confirms: Batcher[tuple[Order, str | None, dict[str, object]], Order] = Batcher(
+            self._confirm_together, size=500
+        )
 
     async def heartbeat(self, conn: asyncpg.Connection) -> None:
         await conn.execute(
@@ -78,6 +86,16 @@ class RedemptionStore:
         return None if row is None else _reward(row)
 
     async def get_reward(self, sku: str) -> Reward | None:
+        """The reward as it is now. Callers asking for one sku while it is being read share that
+        read: under a campaign-day burst, one query answers hundreds of orders' catalog look-ups.
+        """
+        reading = self._reward_reads.get(sku)
+        if reading is None:
+            reading = self._reward_reads[sku] = asyncio.ensure_future(self._read_reward(sku))
+            reading.add_done_callback(lambda _: self._reward_reads.pop(sku, None))
+        return await asyncio.shield(reading)
+
+    async def _read_reward(self, sku: str) -> Reward | None:
         row = await self.pool.fetchrow(f"SELECT {REWARD_COLUMNS} FROM redemption.rewards WHERE sku = $1", sku)
         return None if row is None else _reward(row)
 
@@ -104,35 +122,67 @@ class RedemptionStore:
         """Record a new order (already failed if `failure`), or find the one under this key.
 
         Returns the order, the fingerprint of the request that made it, and whether it is new.
+        New pending orders recorded while a batch is being written go together in the next.
         """
-        insert = (
+        order = Order(
+            order_id, member_id, reward.sku, quantity, reward.points_price * quantity,
+            "failed" if failure else "pending", "done" if failure else "new", failure,
+            f"redemption-{order_id}", None, datetime.now(UTC),
+        )  # fmt: skip
+        if failure is None:
+            key = (member_id, idempotency_key)
+            return await self._starts.call(key, (order, idempotency_key, request_sha256))
+        async with self.pool.acquire() as conn, conn.transaction():
+            # A refused order is final at once, and its event goes with it.
+            started = await self._insert_orders(conn, [(order, idempotency_key, request_sha256)])
+            if (member_id, idempotency_key) in started:
+                await _publish(conn, started[(member_id, idempotency_key)][0])
+            else:
+                started = await self._find_orders(conn, [(member_id, idempotency_key)])
+        return started[(member_id, idempotency_key)]
+
+    async def _start_together(
+        self, batch: Sequence[tuple[Order, str, bytes]]
+    ) -> dict[Hashable, tuple[Order, bytes, bool] | BaseException]:
+        async with self.pool.acquire() as conn:
+            # No transaction: the one statement is the transaction of every new order in it.
+            started = await self._insert_orders(conn, batch)
+            missing = [(o.member_id, key) for o, key, _ in batch if (o.member_id, key) not in started]
+            if missing:  # keys used before: the orders they made
+                started.update(await self._find_orders(conn, missing))
+        return {key: answer for key, answer in started.items()}
+
+    async def _insert_orders(
+        self, conn: Any, batch: Sequence[tuple[Order, str, bytes]]
+    ) -> dict[tuple[str, str], tuple[Order, bytes, bool]]:
+        rows = await conn.fetch(
             f"""INSERT INTO redemption.orders (order_id, member_id, idempotency_key, request_sha256,
                     sku, quantity, points_spent, status, stage, failure, hold_id, owner)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                SELECT o.*, $11 FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[],
+                    $6::int[], $7::bigint[], $8::text[], $9::text[], $10::text[], $12::text[]) AS o
                 ON CONFLICT (member_id, idempotency_key) DO NOTHING
-                RETURNING {ORDER_COLUMNS}, request_sha256""",
-            order_id, member_id, idempotency_key, request_sha256, reward.sku, quantity,
-            reward.points_price * quantity, "failed" if failure else "pending",
-            "done" if failure else "new", failure, f"redemption-{order_id}", self.instance_id,
+                RETURNING {ORDER_COLUMNS}, request_sha256, idempotency_key""",
+            [o.order_id for o, _, _ in batch], [o.member_id for o, _, _ in batch], [k for _, k, _ in batch],
+            [sha for _, _, sha in batch], [o.sku for o, _, _ in batch], [o.quantity for o, _, _ in batch],
+            [o.points_spent for o, _, _ in batch], [o.status for o, _, _ in batch],
+            [o.stage for o, _, _ in batch], [o.failure for o, _, _ in batch], self.instance_id,
+            [o.hold_id for o, _, _ in batch],
         )  # fmt: skip
-        async with self.pool.acquire() as conn:
-            if failure is None:  # a new pending order writes nothing else: the statement is its transaction
-                row = await conn.fetchrow(*insert)
-            else:  # a refused order is final at once, and its event goes with it
-                async with conn.transaction():
-                    row = await conn.fetchrow(*insert)
-                    if row is not None:
-                        await _publish(conn, _order(row))
-            created = row is not None
-            if row is None:
-                row = await conn.fetchrow(
-                    f"""SELECT {ORDER_COLUMNS}, request_sha256 FROM redemption.orders
-                        WHERE member_id = $1 AND idempotency_key = $2""",
-                    member_id,
-                    idempotency_key,
-                )
-                assert row is not None
-        return _order(row), bytes(row["request_sha256"]), created
+        return _started(rows, created=True)
+
+    async def _find_orders(
+        self, conn: Any, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[Order, bytes, bool]]:
+        rows = await conn.fetch(
+            f"""SELECT {", ".join("o." + c for c in ORDER_COLUMNS.split(", "))}, o.request_sha256,
+                       o.idempotency_key
+                FROM redemption.orders o
+                JOIN unnest($1::text[], $2::text[]) AS k(member_id, idempotency_key)
+                  ON o.member_id = k.member_id AND o.idempotency_key = k.idempotency_key""",
+            [member for member, _ in keys],
+            [key for _, key in keys],
+        )
+        return _started(rows, created=False)
 
     async def take_stock(self, order: Order, per_member_limit: int | None) -> None:
         """Reserve the order's units and count them against the member's limit, or raise.
@@ -193,8 +243,9 @@ class RedemptionStore:
                     limited,
                 )
                 counts = {r["member_id"]: r["quantity"] for r in rows}
+            # NO KEY UPDATE, as an UPDATE takes: new orders' foreign-key checks on the row go on.
             remaining = await conn.fetchval(
-                "SELECT stock - taken FROM redemption.rewards WHERE sku = $1 FOR UPDATE", sku
+                "SELECT stock - taken FROM redemption.rewards WHERE sku = $1 FOR NO KEY UPDATE", sku
             )
             taken: list[Order] = []
             for order, limit in batch:
@@ -230,28 +281,39 @@ class RedemptionStore:
     async def confirm_order(
         self, order: Order, fulfilment_code: str | None, fulfilment: dict[str, object]
     ) -> Order:
-        """Confirm an order whose stock is taken, and write its event, in one statement."""
-        confirmed = replace(order, status="confirmed", stage="done", fulfilment=fulfilment)
+        """Confirm an order whose stock is taken, and write its event, in one statement; orders
+        confirmed while a batch is being written go together in the next."""
+        return await self._confirms.call(order.order_id, (order, fulfilment_code, fulfilment))
+
+    async def _confirm_together(
+        self, batch: Sequence[tuple[Order, str | None, dict[str, object]]]
+    ) -> dict[Hashable, Order | BaseException]:
+        confirmed = [replace(order, status="confirmed", stage="done", fulfilment=f) for order, _, f in batch]
+        columns = ", ".join("o." + c for c in ORDER_COLUMNS.split(", "))
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                f"""WITH o AS (
-                        UPDATE redemption.orders
-                        SET status = 'confirmed', stage = 'done', fulfilment_code = $2, fulfilment = $3,
-                            updated_at = now()
-                        WHERE order_id = $1 AND status = 'pending' AND stage = 'stock_taken'
-                        RETURNING {ORDER_COLUMNS}),
+            rows = await conn.fetch(
+                f"""WITH c AS (
+                        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                            AS c(order_id, code, fulfilment, event)),
+                    o AS (
+                        UPDATE redemption.orders o
+                        SET status = 'confirmed', stage = 'done', fulfilment_code = c.code,
+                            fulfilment = c.fulfilment::jsonb, updated_at = now()
+                        FROM c
+                        WHERE o.order_id = c.order_id AND o.status = 'pending' AND o.stage = 'stock_taken'
+                        RETURNING {columns}, c.event),
                     event AS (
-                        INSERT INTO redemption.outbox (topic, key, payload) SELECT $4, o.member_id, $5 FROM o)
-                    SELECT {ORDER_COLUMNS} FROM o""",
-                order.order_id,
-                fulfilment_code,
-                json.dumps(fulfilment),
-                REDEMPTION_ORDERS,
-                _event(confirmed),
-            )
-            if row is None:  # someone else (the reconciler) settled it first
-                return await self._get_order(conn, order.order_id)
-            return _order(row)
+                        INSERT INTO redemption.outbox (topic, key, payload)
+                        SELECT $5, o.member_id, o.event FROM o)
+                    SELECT * FROM o""",
+                [order.order_id for order, _, _ in batch], [code for _, code, _ in batch],
+                [json.dumps(f) for _, _, f in batch], [_event(o) for o in confirmed], REDEMPTION_ORDERS,
+            )  # fmt: skip
+            answers: dict[Hashable, Order | BaseException] = {r["order_id"]: _order(r) for r in rows}
+            for order, _, _ in batch:
+                if order.order_id not in answers:  # someone else (the reconciler) settled it first
+                    answers[order.order_id] = await self._get_order(conn, order.order_id)
+        return answers
 
     async def fail_order(self, order_id: str, failure: str) -> Order:
         """Settle a pending order as failed, giving back any stock it had taken."""
@@ -374,6 +436,13 @@ def _event(order: Order) -> str:
             "created_at": order.created_at.isoformat(),
         }
     )  # fmt: skip
+
+
+def _started(rows: Sequence[Any], created: bool) -> dict[tuple[str, str], tuple[Order, bytes, bool]]:
+    """Orders by (member, Idempotency-Key), with their request's fingerprint and whether new."""
+    return {
+        (r["member_id"], r["idempotency_key"]): (_order(r), bytes(r["request_sha256"]), created) for r in rows
+    }
 
 
 def _reward(row: Any) -> Reward:
