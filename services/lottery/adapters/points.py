@@ -16,11 +16,11 @@ RETRY_DELAYS = (0.05, 0.25)
 class PointsGateway:
     """Every call the lottery makes to the points service goes through here.
 
-    - At most `limit` calls at once; the others wait their turn on a semaphore. httpx's
-      connection pool rescans every request and connection it holds on each request event,
-      so its CPU per call grows with the calls in flight: under an overload of draws, 64 in
-      flight brought the lottery down to about half the draws/s that 8 sustain
-      (bench/README.md). The points API is one process; 8 calls at a time keep it busy.
+    - Holds, full captures and voids go straight to the client, which sends those made
+      while one request is in flight together in the next (POST /v1/holds/batch and
+      /v1/holds/settle): a burst of draws costs the points service a few requests.
+    - Other calls (credits of prizes, a ballot's settle) are at most `limit` at once; the
+      others wait their turn. The points API is one process; 8 calls at a time keep it busy.
     - A call whose outcome is unknown (connection dropped, timeout, 5xx) is sent again,
       twice at most: every call the lottery makes is idempotent (same hold, credit id),
       and a kept-alive connection that the server closed just then is common.
@@ -30,26 +30,31 @@ class PointsGateway:
         self._client = client
         self._gate = asyncio.Semaphore(limit)
 
-    async def _call(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        for delay in RETRY_DELAYS:
+    async def _call(self, attempt: Callable[[], Awaitable[T]], gated: bool = True) -> T:
+        for delay in (*RETRY_DELAYS, None):
             try:
+                if not gated:
+                    return await attempt()
                 async with self._gate:
                     return await attempt()
             except PointsUnavailable:
+                if delay is None:
+                    raise
                 await asyncio.sleep(delay)
-        async with self._gate:
-            return await attempt()
+        raise AssertionError("unreachable")
 
     async def hold(
         self, hold_id: str, member_id: str, points: int, reason: str, ttl_seconds: int = 300
     ) -> dict[str, Any]:
-        return await self._call(lambda: self._client.hold(hold_id, member_id, points, reason, ttl_seconds))
+        return await self._call(
+            lambda: self._client.hold(hold_id, member_id, points, reason, ttl_seconds), gated=False
+        )
 
     async def capture(self, hold_id: str, points: int | None = None) -> dict[str, Any]:
-        return await self._call(lambda: self._client.capture(hold_id, points))
+        return await self._call(lambda: self._client.capture(hold_id, points), gated=points is not None)
 
     async def void(self, hold_id: str) -> dict[str, Any]:
-        return await self._call(lambda: self._client.void(hold_id))
+        return await self._call(lambda: self._client.void(hold_id), gated=False)
 
     async def settle(self, captures: list[str], voids: list[str]) -> dict[str, dict[str, Any]]:
         return await self._call(lambda: self._client.settle(captures, voids))

@@ -160,17 +160,26 @@ class PostgresLottery:
 
     # -- draws ----------------------------------------------------------------------------------
 
-    async def insert_draw(self, draw: Draw) -> Draw | None:
-        inserted = await self.conn.fetchval(
+    async def insert_draws(self, draws: Sequence[Draw]) -> list[Draw | None]:
+        """Record new draw requests; for each, None, or the request that had its key before."""
+        inserted = await self.conn.fetch(
             """INSERT INTO lottery.draws (campaign_id, idempotency_key, draw_id, member_id, client_seed,
                    request_sha256, hold_id, cost_points, status, payment)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                    $6::bytea[], $7::text[], $8::bigint[], $9::text[], $10::text[])
                ON CONFLICT (campaign_id, idempotency_key) DO NOTHING
-               RETURNING true""",
-            draw.campaign_id, draw.idempotency_key, draw.draw_id, draw.member_id, draw.client_seed,
-            draw.request_sha256, draw.hold_id, draw.cost_points, draw.status, draw.payment,
+               RETURNING campaign_id, idempotency_key""",
+            [d.campaign_id for d in draws], [d.idempotency_key for d in draws], [d.draw_id for d in draws],
+            [d.member_id for d in draws], [d.client_seed for d in draws], [d.request_sha256 for d in draws],
+            [d.hold_id for d in draws], [d.cost_points for d in draws], [d.status for d in draws],
+            [d.payment for d in draws],
         )  # fmt: skip
-        return None if inserted else await self.find_draw(draw.campaign_id, draw.idempotency_key)
+        new = {(r["campaign_id"], r["idempotency_key"]) for r in inserted}
+        earlier: list[Draw | None] = []
+        for d in draws:
+            key = (d.campaign_id, d.idempotency_key)
+            earlier.append(None if key in new else await self.find_draw(*key))
+        return earlier
 
     async def find_draw(self, campaign_id: str, idempotency_key: str) -> Draw | None:
         row = await self.conn.fetchrow(
@@ -180,15 +189,17 @@ class PostgresLottery:
         )
         return None if row is None else _draw(row)
 
-    async def lock_draw(self, campaign_id: str, idempotency_key: str) -> Draw:
-        row = await self.conn.fetchrow(
+    async def lock_draws(self, campaign_id: str, idempotency_keys: Sequence[str]) -> dict[str, Draw]:
+        rows = await self.conn.fetch(
             f"""SELECT {DRAW_COLUMNS} FROM lottery.draws
-                WHERE campaign_id = $1 AND idempotency_key = $2 FOR UPDATE""",
+                WHERE campaign_id = $1 AND idempotency_key = ANY($2::text[])
+                ORDER BY idempotency_key FOR UPDATE""",
             campaign_id,
-            idempotency_key,
+            sorted(idempotency_keys),
         )
-        assert row is not None, "draw requests are never deleted"
-        return _draw(row)
+        found = {row["idempotency_key"]: _draw(row) for row in rows}
+        assert len(found) == len(set(idempotency_keys)), "draw requests are never deleted"
+        return found
 
     async def find_participant(self, campaign_id: str, member_id: str) -> Participant | None:
         row = await self.conn.fetchrow(
@@ -199,41 +210,61 @@ class PostgresLottery:
         )
         return None if row is None else Participant(campaign_id, member_id, *row.values())
 
-    async def lock_participant(self, campaign_id: str, member_id: str) -> Participant:
-        # DO UPDATE (not DO NOTHING) so that the row comes back locked, new or not.
-        row = await self.conn.fetchrow(
-            """INSERT INTO lottery.participants AS p (campaign_id, member_id) VALUES ($1, $2)
+    async def lock_participants(self, campaign_id: str, member_ids: Sequence[str]) -> dict[str, Participant]:
+        # DO UPDATE (not DO NOTHING) so that the rows come back locked, new or not; in member
+        # order, as every transaction locks them.
+        rows = await self.conn.fetch(
+            """INSERT INTO lottery.participants AS p (campaign_id, member_id)
+               SELECT $1, m FROM unnest($2::text[]) AS m ORDER BY m
                ON CONFLICT (campaign_id, member_id) DO UPDATE SET draws = p.draws
-               RETURNING draws, day, day_draws""",
+               RETURNING member_id, draws, day, day_draws""",
             campaign_id,
-            member_id,
+            sorted(set(member_ids)),
         )
-        assert row is not None
-        return Participant(campaign_id, member_id, row["draws"], row["day"], row["day_draws"])
+        return {
+            r["member_id"]: Participant(campaign_id, r["member_id"], r["draws"], r["day"], r["day_draws"])
+            for r in rows
+        }
 
-    async def take_prize_roll(self, campaign_id: str, prize_id: str) -> int:
-        rolled: int = await self.conn.fetchval(
-            """UPDATE lottery.prizes SET rolled = rolled + 1
-               WHERE campaign_id = $1 AND prize_id = $2 RETURNING rolled""",
-            campaign_id,
-            prize_id,
-        )
-        return rolled
+    async def take_prize_rolls(self, campaign_id: str, rolls: dict[str, int]) -> dict[str, int]:
+        taken = {}
+        for prize_id in sorted(rolls):  # one prize row at a time, in the same order everywhere
+            taken[prize_id] = await self.conn.fetchval(
+                """UPDATE lottery.prizes SET rolled = rolled + $3
+                   WHERE campaign_id = $1 AND prize_id = $2 RETURNING rolled""",
+                campaign_id,
+                prize_id,
+                rolls[prize_id],
+            )
+        return taken
 
-    async def save_drawn(self, draw: Draw, participant: Participant, event: Event) -> None:
+    async def save_drawn(
+        self, draws: Sequence[Draw], participants: Sequence[Participant], events: Sequence[Event]
+    ) -> None:
         await self.conn.execute(
             f"""WITH d AS (
-                    UPDATE lottery.draws SET status = $3, nonce = $4, prize_id = $5, prize_seq = $6,
-                        prize_points = $7, prize_credit = $8, drawn_at = $9, updated_at = now()
-                    WHERE campaign_id = $1 AND idempotency_key = $2),
+                    UPDATE lottery.draws d SET status = 'drawn', nonce = u.nonce, prize_id = u.prize_id,
+                        prize_seq = u.prize_seq, prize_points = u.prize_points, prize_credit = u.prize_credit,
+                        drawn_at = u.drawn_at, updated_at = now()
+                    FROM unnest($2::text[], $3::int[], $4::text[], $5::bigint[], $6::bigint[], $7::text[],
+                                $8::timestamptz[])
+                         AS u(key, nonce, prize_id, prize_seq, prize_points, prize_credit, drawn_at)
+                    WHERE d.campaign_id = $1 AND d.idempotency_key = u.key),
                 p AS (
-                    UPDATE lottery.participants SET draws = $11, day = $12, day_draws = $13
-                    WHERE campaign_id = $1 AND member_id = $10)
-                INSERT INTO lottery.outbox (topic, key, payload) VALUES ('{LOTTERY_DRAWS}', $14, $15)""",
-            draw.campaign_id, draw.idempotency_key, draw.status, draw.nonce, draw.prize_id, draw.prize_seq,
-            draw.prize_points, draw.prize_credit, draw.drawn_at,
-            participant.member_id, participant.draws, participant.day, participant.day_draws,
-            event.key, json.dumps(event.payload),
+                    UPDATE lottery.participants p SET draws = u.draws, day = u.day, day_draws = u.day_draws
+                    FROM unnest($9::text[], $10::int[], $11::date[], $12::int[])
+                         AS u(member_id, draws, day, day_draws)
+                    WHERE p.campaign_id = $1 AND p.member_id = u.member_id)
+                INSERT INTO lottery.outbox (topic, key, payload)
+                SELECT '{LOTTERY_DRAWS}', e.key, e.payload
+                FROM unnest($13::text[], $14::text[]) WITH ORDINALITY AS e(key, payload, n) ORDER BY e.n""",
+            draws[0].campaign_id,
+            [d.idempotency_key for d in draws], [d.nonce for d in draws], [d.prize_id for d in draws],
+            [d.prize_seq for d in draws], [d.prize_points for d in draws], [d.prize_credit for d in draws],
+            [d.drawn_at for d in draws],
+            [p.member_id for p in participants], [p.draws for p in participants],
+            [p.day for p in participants], [p.day_draws for p in participants],
+            [e.key for e in events], [json.dumps(e.payload) for e in events],
         )  # fmt: skip
 
     async def save_refused(self, draw: Draw) -> Draw:

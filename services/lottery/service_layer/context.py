@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from services.common.batching import Batcher
 from services.lottery.domain.campaign import Campaign
 from services.lottery.domain.errors import UnknownCampaign
 from services.lottery.service_layer.ports import PointsPort, Store, StoredCampaign
@@ -60,6 +62,9 @@ class Lottery:
     clock: Callable[[], datetime] = utc_now
     book: CampaignBook = field(init=False)
     settling: set[str] = field(default_factory=set)  # ballots this process is settling right now
+    # Draw requests waiting to be recorded, decided or settled together, by step (and campaign):
+    # see together() in service_layer/draws.py.
+    batchers: dict[str, Batcher[Any, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.book = CampaignBook(self.store)

@@ -17,8 +17,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import replace
+from functools import partial
+from typing import Any
 
+from services.common.batching import Batcher
 from services.common.points_client import PointsRejected
 from services.common.points_client import PointsUnavailable as PointsDown
 from services.lottery.domain import events
@@ -43,7 +48,7 @@ from services.lottery.metrics import (
 )
 from services.lottery.service_layer import payments
 from services.lottery.service_layer.context import Lottery
-from services.lottery.service_layer.ports import LotteryRepository, StoredCampaign
+from services.lottery.service_layer.ports import StoredCampaign
 
 # PointsDown is the points client's "no answer" (unreachable, timeout, 5xx); PointsUnavailable
 # is the lottery's own error, the 503 it answers then.
@@ -65,14 +70,14 @@ async def make_draw(
         # Refused without a hold and without recording the request, unless it is the retry of an
         # earlier one: that still gets its answer.
         async with lottery.store.connection() as repo:
-            earlier = await repo.find_draw(campaign_id, idempotency_key)
-        if earlier is None:
+            found = await repo.find_draw(campaign_id, idempotency_key)
+        if found is None:
             _count_refusal(refused)
             raise
-        return await _answer_again(lottery, request, earlier)
+        return await _answer_again(lottery, request, found)
 
-    async with lottery.store.connection() as repo:
-        earlier = await repo.insert_draw(request)
+    recording = together(lottery, "record", partial(_record_together, lottery))
+    earlier: Draw | None = await recording.call(_key(request), request)
     if earlier is not None:
         if earlier.status != PENDING:
             return await _answer_again(lottery, request, earlier)
@@ -83,8 +88,7 @@ async def make_draw(
     if request.hold_id is not None:
         await _hold(lottery, request)
     try:
-        async with lottery.store.transaction() as repo:
-            draw, decided_now = await _decide(lottery, repo, stored, request)
+        draw, decided_now = await _decide(lottery, stored, request)
         if decided_now:
             _count(draw, campaign)
     except (CampaignClosed, LimitReached) as refused:
@@ -135,33 +139,75 @@ async def _hold(lottery: Lottery, request: Draw) -> None:
         ) from down
 
 
-async def _decide(
-    lottery: Lottery, repo: LotteryRepository, stored: StoredCampaign, request: Draw
-) -> tuple[Draw, bool]:
-    """The draw itself, in one transaction; raises CampaignClosed or LimitReached to refuse it.
+async def _decide(lottery: Lottery, stored: StoredCampaign, request: Draw) -> tuple[Draw, bool]:
+    """The draw itself; raises CampaignClosed or LimitReached to refuse it.
 
     Returns the draw and whether it was decided now (rather than by a copy of this request).
+    Draws of one campaign requested while its previous batch is being decided are decided
+    together, in one transaction (see _decide_together).
     """
-    closed_at = await repo.lock_campaign_shared(request.campaign_id)
-    campaign = stored.campaign.closed(closed_at, None) if closed_at else stored.campaign
-    now = lottery.clock()  # read after the lock: a close or a reveal either waits for us or we see it
-    campaign.ensure_open(now)
-    current = await repo.lock_draw(request.campaign_id, request.idempotency_key)
-    if current.status != PENDING:
-        return current, False  # a copy of this request, or the reconciler, decided it first
-    participant = await repo.lock_participant(request.campaign_id, request.member_id)
-    nonce = participant.next_nonce(campaign, lottery.business_day(now))
-    u = roll(stored.server_seed, campaign.campaign_id, request.member_id, nonce, request.client_seed)
-    rolled = rolled_prize(u, campaign.prizes)
-    prize_id = prize_seq = prize_points = None
-    if rolled is not None:
-        prize = campaign.prize(rolled)
-        prize_seq = await repo.take_prize_roll(campaign.campaign_id, rolled)
-        if stock_allows(prize_seq, prize.stock):
-            prize_id, prize_points = prize.prize_id, prize.points
-    draw = current.drawn(nonce, prize_id, prize_seq, prize_points, now)
-    await repo.save_drawn(draw, participant, events.draw_made(draw))
-    return draw, True
+    deciding = together(lottery, f"decide {request.campaign_id}", partial(_decide_together, lottery))
+    answer: tuple[Draw, bool] = await deciding.call(request.idempotency_key, (stored, request))
+    return answer
+
+
+async def _decide_together(
+    lottery: Lottery, batch: Sequence[tuple[StoredCampaign, Draw]]
+) -> dict[Hashable, tuple[Draw, bool] | BaseException]:
+    """Decide draws of one campaign in one transaction, in the order requested, each exactly as
+    it would be decided alone: the campaign, then the draws, the participants and the prizes
+    are locked in that order (and each in key order), so no interleaving can pass a limit or a
+    prize's stock, and the n-th draw to roll a prize is numbered n.
+    """
+    stored, requests = batch[0][0], [request for _, request in batch]
+    campaign_id = stored.campaign.campaign_id
+    answers: dict[Hashable, tuple[Draw, bool] | BaseException] = {}
+    async with lottery.store.transaction() as repo:
+        closed_at = await repo.lock_campaign_shared(campaign_id)
+        campaign = stored.campaign.closed(closed_at, None) if closed_at else stored.campaign
+        now = lottery.clock()  # read after the lock: a close or a reveal either waits for us or we see it
+        try:
+            campaign.ensure_open(now)
+        except CampaignClosed as closed:
+            return {request.idempotency_key: CampaignClosed(str(closed)) for request in requests}
+        current = await repo.lock_draws(campaign_id, [request.idempotency_key for request in requests])
+        pending = [r for r in requests if current[r.idempotency_key].status == PENDING]
+        for request in requests:
+            if current[request.idempotency_key].status != PENDING:
+                # A copy of this request, or the reconciler, decided it first.
+                answers[request.idempotency_key] = (current[request.idempotency_key], False)
+        participants = await repo.lock_participants(campaign_id, [r.member_id for r in pending])
+        today = lottery.business_day(now)
+        rolled: list[tuple[Draw, int, str | None]] = []
+        for request in pending:
+            try:
+                nonce = participants[request.member_id].next_nonce(campaign, today)
+            except LimitReached as refused:
+                answers[request.idempotency_key] = refused
+                continue
+            u = roll(stored.server_seed, campaign_id, request.member_id, nonce, request.client_seed)
+            rolled.append((current[request.idempotency_key], nonce, rolled_prize(u, campaign.prizes)))
+        rolls = Counter(prize_id for _, _, prize_id in rolled if prize_id is not None)
+        taken = await repo.take_prize_rolls(campaign_id, dict(rolls)) if rolls else {}
+        next_seq = {prize_id: taken[prize_id] - count + 1 for prize_id, count in rolls.items()}
+        drawn: list[Draw] = []
+        for draw, nonce, prize_rolled in rolled:
+            prize_id = prize_seq = prize_points = None
+            if prize_rolled is not None:
+                prize, prize_seq = campaign.prize(prize_rolled), next_seq[prize_rolled]
+                next_seq[prize_rolled] += 1
+                if stock_allows(prize_seq, prize.stock):
+                    prize_id, prize_points = prize.prize_id, prize.points
+            drawn.append(draw.drawn(nonce, prize_id, prize_seq, prize_points, now))
+            answers[draw.idempotency_key] = (drawn[-1], True)
+        if drawn:
+            members = {draw.member_id for draw in drawn}
+            await repo.save_drawn(
+                drawn,
+                [participant for member_id, participant in participants.items() if member_id in members],
+                [events.draw_made(draw) for draw in drawn],
+            )
+    return answers
 
 
 async def _refuse(lottery: Lottery, request: Draw, error: LotteryError) -> Draw:
@@ -237,9 +283,38 @@ async def settle_draw(lottery: Lottery, draw: Draw) -> Draw:
     except PointsRejected as rejected:
         log.error("settling draw %s: the points service refused: %s", draw.draw_id, rejected)
     if settled != draw:
-        async with lottery.store.connection() as repo:
-            await repo.save_draw_settlement([settled])
+        saving = together(lottery, "settle", partial(_save_settlements_together, lottery))
+        await saving.call(_key(settled), settled)
     return settled
+
+
+def together(
+    lottery: Lottery, step: str, send: Callable[[Sequence[Any]], Awaitable[Any]]
+) -> Batcher[Any, Any]:
+    """The batcher of one step: requests making it while its last batch is in flight go together.
+
+    A campaign-day burst of draws then costs a few statements and commits per step, not one each.
+    """
+    batcher = lottery.batchers.get(step)
+    if batcher is None:
+        batcher = lottery.batchers[step] = Batcher(send, size=500)
+    return batcher
+
+
+async def _record_together(lottery: Lottery, requests: Sequence[Draw]) -> dict[Hashable, Draw | None]:
+    async with lottery.store.connection() as repo:
+        earlier = await repo.insert_draws(requests)
+    return {_key(request): found for request, found in zip(requests, earlier, strict=True)}
+
+
+async def _save_settlements_together(lottery: Lottery, draws: Sequence[Draw]) -> dict[Hashable, None]:
+    async with lottery.store.connection() as repo:
+        await repo.save_draw_settlement(draws)
+    return dict.fromkeys((_key(draw) for draw in draws), None)
+
+
+def _key(draw: Draw) -> tuple[str, str]:
+    return draw.campaign_id, draw.idempotency_key
 
 
 def _count(draw: Draw, campaign: Campaign) -> None:
