@@ -15,6 +15,9 @@ class PointsSettings(LoyaltySettings):
     consumer_group: str = "loyalty-points"
     ingest_batch_max: int = Field(default=5000, ge=1, le=50000)
     ingest_batch_wait_ms: int = Field(default=100, ge=0, le=10000)
+    # Consumers of the group in one worker process, each applying its own partitions' batches:
+    # while one batch's transaction waits on Postgres, another's Python work goes on.
+    ingest_consumers: int = Field(default=2, ge=1, le=16)
     # Lots expire at a year end; the worker's daily run at this local time catches them.
     expiry_time: time = time(0, 5)
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)

@@ -10,6 +10,7 @@ import jsonschema
 import yaml
 
 from services.common.kafka import BILLING_EVENTS, load_topic_specs
+from services.points.settings import PointsSettings
 from tests.deploy.conftest import (
     COMPOSE_FILE,
     METRICS_ENDPOINTS,
@@ -112,7 +113,10 @@ def test_the_worker_scales_within_the_partitions_of_the_billing_topic(compose: d
     worker = compose["services"]["points-worker"]
     replicas = worker["deploy"]["replicas"]
     partitions = {s.name: s.partitions for s in load_topic_specs(REPO / "deploy" / "topics.toml")}
-    assert 2 <= replicas <= partitions[BILLING_EVENTS]
+    # Each replica is LOYALTY_INGEST_CONSUMERS members of the group; a member beyond the
+    # partitions would sit idle.
+    consumers = int(environment(worker).get("LOYALTY_INGEST_CONSUMERS", PointsSettings().ingest_consumers))
+    assert 2 <= replicas * consumers <= partitions[BILLING_EVENTS]
     # Replicas are interchangeable: nothing pins one container (a name or a host port).
     assert "container_name" not in worker and "ports" not in worker
     # They share the partitions through one consumer group: the default, loyalty-points.

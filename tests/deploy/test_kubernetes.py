@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from services.common.kafka import BILLING_EVENTS, load_topic_specs
+from services.points.settings import PointsSettings
 from tests.deploy.conftest import (
     K8S_DIR,
     METRICS_ENDPOINTS,
@@ -157,7 +158,9 @@ def test_the_worker_replicas_stay_within_the_billing_partitions(
     manifests: list[Manifest], tmp_path: Path
 ) -> None:
     worker = find(manifests, "Deployment", "points-worker")
-    assert 2 <= worker["spec"]["replicas"] <= topics(manifests, tmp_path)[BILLING_EVENTS]
+    # Each replica is LOYALTY_INGEST_CONSUMERS members of the group (the default here).
+    members = worker["spec"]["replicas"] * PointsSettings().ingest_consumers
+    assert 2 <= members <= topics(manifests, tmp_path)[BILLING_EVENTS]
     assert not any(
         m.kind == "HorizontalPodAutoscaler" and m.doc["spec"]["scaleTargetRef"]["name"] == "points-worker"
         for m in manifests

@@ -64,32 +64,22 @@ class PointsWorker:
             settings.resolved_database_url(), timezone=settings.business_timezone, max_size=4
         )
         await ensure_topics(bootstrap)
-        consumer = AIOKafkaConsumer(
-            BILLING_EVENTS,
-            bootstrap_servers=bootstrap,
-            group_id=settings.consumer_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=settings.ingest_batch_max,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-            # Short group timeouts: a restarted worker takes its partitions back in seconds.
-            session_timeout_ms=10000,
-            heartbeat_interval_ms=3000,
-            rebalance_timeout_ms=10000,
-            max_poll_interval_ms=300000,
-        )
+        consumers = [self._consumer(bootstrap) for _ in range(settings.ingest_consumers)]
         self.unit_of_work = partial(ledger_transaction, pool)
         try:
-            await consumer.start()
+            for consumer in consumers:
+                await consumer.start()
             relay = OutboxRelay(pool, bootstrap, "points")
             tasks = [
-                asyncio.create_task(self._consume(consumer), name="consume"),
+                *(
+                    asyncio.create_task(self._consume(c), name=f"consume-{n}")
+                    for n, c in enumerate(consumers)
+                ),
                 asyncio.create_task(relay.run(self.stop), name="outbox"),
                 asyncio.create_task(self._expire_daily(), name="expiry"),
                 asyncio.create_task(self._measure_liability(pool), name="liability"),
             ]
-            log.info("points worker consuming %s from %s", BILLING_EVENTS, bootstrap)
+            log.info("points worker: %d consumers of %s from %s", len(consumers), BILLING_EVENTS, bootstrap)
             done, _ = await asyncio.wait(
                 [*tasks, asyncio.create_task(self.stop.wait())],
                 return_when=asyncio.FIRST_COMPLETED,
@@ -100,10 +90,30 @@ class PointsWorker:
                 if task in tasks and task.exception():
                     raise task.exception()  # type: ignore[misc]
         finally:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+            for consumer in consumers:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
             await pool.close()
             log.info("points worker stopped")
+
+    def _consumer(self, bootstrap: str) -> AIOKafkaConsumer:
+        """One member of the group: a member's events are in one partition, so each consumer
+        applies its members' events in order, whatever the others do."""
+        return AIOKafkaConsumer(
+            BILLING_EVENTS,
+            bootstrap_servers=bootstrap,
+            group_id=self.settings.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.settings.ingest_batch_max,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            # Short group timeouts: a restarted worker takes its partitions back in seconds.
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=3000,
+            rebalance_timeout_ms=10000,
+            max_poll_interval_ms=300000,
+        )
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         # The next batch is fetched and parsed while this one's transaction waits on Postgres:
