@@ -156,5 +156,10 @@ def serve(app: FastAPI, port: int) -> None:
     import uvicorn
 
     uvicorn.run(
-        app, host="0.0.0.0", port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False
-    )
+        app, host="0.0.0.0", port=port, loop="uvloop", http="httptools",
+        log_level="warning", access_log=False,
+        # Longer than any client's or load balancer's idle timeout (aiohttp 15 s, httpx 5 s, a cloud
+        # load balancer 60 s): with uvicorn's 5 s, a client could send on a connection the server
+        # was closing just then and get no answer (the likely cause of an httpx ReadError seen once in tests).
+        timeout_keep_alive=75,
+    )  # fmt: skip
