@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.auth import AuthError, Principal, TokenVerifier
+from services.common.db import DATABASE_AWAY
 from services.common.kafka import broker_reachable
 from services.common.metrics import HTTP_REQUEST_SECONDS
 from services.common.settings import LoyaltySettings
@@ -56,6 +57,12 @@ def install_error_handlers(app: FastAPI, domain_error: type[Exception], statuses
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
 
+    async def on_database_away(_: Request, exc: Exception) -> JSONResponse:
+        # Nothing is half done: every change is one transaction, and every write an idempotent key.
+        log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        detail = "the database is unavailable for a moment; send the same request again"
+        return error_response(503, "unavailable", detail)
+
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", "unexpected error; it has been logged")
@@ -64,6 +71,8 @@ def install_error_handlers(app: FastAPI, domain_error: type[Exception], statuses
     app.add_exception_handler(AuthError, on_auth_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    for away in DATABASE_AWAY:
+        app.add_exception_handler(away, on_database_away)
     app.add_exception_handler(Exception, on_unexpected)
 
 
