@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +21,9 @@ class EarningPolicy:
     fen_per_unit: int
     timezone: ZoneInfo
     years_valid_after: int
+    # When each year begins in the policy's zone, as a UTC instant: expiry_for runs once per
+    # event, and a UTC datetime is cheap to compare and to hash as a lot's key.
+    _year_starts: dict[int, datetime] = field(default_factory=dict, compare=False, repr=False)
 
     def points_for_amount(self, amount_fen: int, tier: str) -> int:
         """Points for a non-negative amount: whole units first, then the tier multiplier."""
@@ -36,9 +39,20 @@ class EarningPolicy:
         return -points if event.amount_fen < 0 else points
 
     def expiry_for(self, moment: datetime) -> datetime:
-        """The end of year Y + years_valid_after, Y being `moment`'s year in the policy's zone."""
-        year = moment.astimezone(self.timezone).year
-        return datetime(year + self.years_valid_after + 1, 1, 1, tzinfo=self.timezone)
+        """The end of year Y + years_valid_after, Y being `moment`'s year in the policy's zone
+        (as a UTC instant)."""
+        year = moment.year  # in the moment's own offset: the zone's year is this one or a neighbour
+        if moment >= self._year_start(year + 1):
+            year += 1
+        elif moment < self._year_start(year):
+            year -= 1
+        return self._year_start(year + self.years_valid_after + 1)
+
+    def _year_start(self, year: int) -> datetime:
+        start = self._year_starts.get(year)
+        if start is None:
+            start = self._year_starts[year] = datetime(year, 1, 1, tzinfo=self.timezone).astimezone(UTC)
+        return start
 
 
 def load_policy(path: Path | None = None) -> EarningPolicy:
