@@ -76,7 +76,8 @@ async def make_draw(
             raise
         return await _answer_again(lottery, request, found)
 
-    recording = together(lottery, "record", partial(_record_together, lottery))
+    # Two batches in flight where rows do not meet (new requests, their payments): less waiting.
+    recording = together(lottery, "record", partial(_record_together, lottery), in_flight=2)
     earlier: Draw | None = await recording.call(_key(request), request)
     if earlier is not None:
         if earlier.status != PENDING:
@@ -283,13 +284,13 @@ async def settle_draw(lottery: Lottery, draw: Draw) -> Draw:
     except PointsRejected as rejected:
         log.error("settling draw %s: the points service refused: %s", draw.draw_id, rejected)
     if settled != draw:
-        saving = together(lottery, "settle", partial(_save_settlements_together, lottery))
+        saving = together(lottery, "settle", partial(_save_settlements_together, lottery), in_flight=2)
         await saving.call(_key(settled), settled)
     return settled
 
 
 def together(
-    lottery: Lottery, step: str, send: Callable[[Sequence[Any]], Awaitable[Any]]
+    lottery: Lottery, step: str, send: Callable[[Sequence[Any]], Awaitable[Any]], in_flight: int = 1
 ) -> Batcher[Any, Any]:
     """The batcher of one step: requests making it while its last batch is in flight go together.
 
@@ -297,7 +298,7 @@ def together(
     """
     batcher = lottery.batchers.get(step)
     if batcher is None:
-        batcher = lottery.batchers[step] = Batcher(send, size=500)
+        batcher = lottery.batchers[step] = Batcher(send, size=500, in_flight=in_flight)
     return batcher
 
 
