@@ -96,23 +96,8 @@ async def migrate(dsn: str, services: tuple[str, ...] = MIGRATED_SERVICES) -> li
     return applied_now
 
 
-# Errors worth retrying: the database went away, or a concurrent transaction won a race.
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.SerializationError,
-    asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.UniqueViolationError,
-    asyncpg.exceptions.LockNotAvailableError,
-)
-
-
-# Failures of the database itself, not of a request: a service answers them 503, "try again".
+# The database is away (down, restarting, out of connections) or a transaction lost a lock
+# race: not a fault of the request. A service answers these 503, "send it again".
 DATABASE_AWAY: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
@@ -124,4 +109,11 @@ DATABASE_AWAY: tuple[type[Exception], ...] = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.LockNotAvailableError,
+)
+
+# Errors worth retrying: those, any socket error, and a concurrent insert of the same new id.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    *DATABASE_AWAY,
+    asyncpg.exceptions.UniqueViolationError,
 )
