@@ -172,10 +172,11 @@ async def _decide_together(
         except CampaignClosed as closed:
             return {request.idempotency_key: CampaignClosed(str(closed)) for request in requests}
         current = await repo.lock_draws(campaign_id, [request.idempotency_key for request in requests])
-        pending = [r for r in requests if current[r.idempotency_key].status == PENDING]
+        pending = []
         for request in requests:
-            if current[request.idempotency_key].status != PENDING:
-                # A copy of this request, or the reconciler, decided it first.
+            if current[request.idempotency_key].status == PENDING:
+                pending.append(request)
+            else:  # a copy of this request, or the reconciler, decided it first
                 answers[request.idempotency_key] = (current[request.idempotency_key], False)
         participants = await repo.lock_participants(campaign_id, [r.member_id for r in pending])
         today = lottery.business_day(now)

@@ -27,6 +27,8 @@ ORDER_COLUMNS = (
     "order_id, member_id, sku, quantity, points_spent, status, stage, failure, hold_id, fulfilment,"
     " created_at"
 )
+# The same columns of `redemption.orders o`, for statements that join or update from another set.
+O_ORDER_COLUMNS = ", ".join("o." + c for c in ORDER_COLUMNS.split(", "))
 
 
 class OrderSettled(Exception):
@@ -176,8 +178,7 @@ class RedemptionStore:
         self, conn: Any, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[Order, bytes, bool]]:
         rows = await conn.fetch(
-            f"""SELECT {", ".join("o." + c for c in ORDER_COLUMNS.split(", "))}, o.request_sha256,
-                       o.idempotency_key
+            f"""SELECT {O_ORDER_COLUMNS}, o.request_sha256, o.idempotency_key
                 FROM redemption.orders o
                 JOIN unnest($1::text[], $2::text[]) AS k(member_id, idempotency_key)
                   ON o.member_id = k.member_id AND o.idempotency_key = k.idempotency_key""",
@@ -291,7 +292,6 @@ class RedemptionStore:
         self, batch: Sequence[tuple[Order, str | None, dict[str, object]]]
     ) -> dict[Hashable, Order | BaseException]:
         confirmed = [replace(order, status="confirmed", stage="done", fulfilment=f) for order, _, f in batch]
-        columns = ", ".join("o." + c for c in ORDER_COLUMNS.split(", "))
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 f"""WITH c AS (
@@ -303,7 +303,7 @@ class RedemptionStore:
                             fulfilment = c.fulfilment::jsonb, updated_at = now()
                         FROM c
                         WHERE o.order_id = c.order_id AND o.status = 'pending' AND o.stage = 'stock_taken'
-                        RETURNING {columns}, c.event),
+                        RETURNING {O_ORDER_COLUMNS}, c.event),
                     event AS (
                         INSERT INTO redemption.outbox (topic, key, payload)
                         SELECT $5, o.member_id, o.event FROM o)
@@ -374,7 +374,7 @@ class RedemptionStore:
     ) -> list[Order]:
         """Pending orders whose process stopped beating, or that are stuck past `stuck_seconds`."""
         rows = await self.pool.fetch(
-            f"""SELECT {", ".join("o." + c for c in ORDER_COLUMNS.split(", "))}
+            f"""SELECT {O_ORDER_COLUMNS}
                 FROM redemption.orders o
                 LEFT JOIN redemption.instances i ON i.instance_id = o.owner
                 WHERE o.status = 'pending'
