@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -164,6 +165,7 @@ def serve(app: FastAPI, port: int) -> None:
     """Run an API in the foreground until SIGTERM or Ctrl-C (uvicorn, uvloop, httptools, no access log)."""
     import uvicorn
 
+    collect_garbage_less_often()
     uvicorn.run(
         app, host="0.0.0.0", port=port, loop="uvloop", http="httptools",
         log_level="warning", access_log=False,
@@ -172,3 +174,19 @@ def serve(app: FastAPI, port: int) -> None:
         # was closing just then and get no answer (the likely cause of an httpx ReadError seen once in tests).
         timeout_keep_alive=75,
     )  # fmt: skip
+
+
+def collect_garbage_less_often() -> None:
+    """Keep Python's cycle collector from rescanning the whole process on every burst of requests.
+
+    Each request allocates thousands of short-lived containers, so with the default thresholds
+    the collector ran hundreds of times a second and kept walking the modules, the app and the
+    metrics that live for the whole process: a perf profile of the redemption API at 800
+    orders/s put 28% of its CPU in the collector. What exists now (everything
+    imported, the app built) is moved out of its sight for good, and a young collection waits
+    for 20,000 new containers instead of 700. Reference counting still frees everything that
+    is not in a cycle at once; only cycles wait a little longer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 10)
