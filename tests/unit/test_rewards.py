@@ -67,6 +67,7 @@ def test_tickets_and_vouchers_carry_distinct_readable_codes() -> None:
     assert len(codes) == 2000
     for code in codes:
         assert code is not None and code.startswith("TKT-")
+        assert [len(group) for group in code.split("-")] == [3, 4, 4, 4]
         assert all(c in CODE_ALPHABET for c in code[4:].replace("-", ""))
     voucher_code, voucher = fulfilment_for("voucher", "o", 2, 600)
     assert voucher_code is not None and voucher_code.startswith("VCH-")

@@ -72,3 +72,35 @@ def test_with_a_public_key_only_rs256_tokens_signed_by_its_private_key_pass() ->
     # The shared secret no longer mints anything, and the public key is not an HMAC key.
     assert failure(verifier, bearer(mint_token(SECRET, "redemption", "service"))) == 401
     assert failure(verifier, bearer(jwt.encode(claims, public_pem.encode()[:64], "HS256"))) == 401
+
+
+def test_a_token_that_passed_once_still_expires_on_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = TokenVerifier(SECRET)
+    token = mint_token(SECRET, "m1", "member", ttl_seconds=60)
+    assert verifier.verify(bearer(token)) == Principal("m1", "member")
+    assert verifier.verify(bearer(token)) == Principal("m1", "member")  # remembered
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 61)
+    assert failure(verifier, bearer(token)) == 401
+
+
+def test_a_remembered_token_with_another_signature_is_still_forged() -> None:
+    verifier = TokenVerifier(SECRET)
+    token = mint_token(SECRET, "m1", "member")
+    verifier.verify(bearer(token))
+    header, payload, signature = token.split(".")
+    forged_payload = jwt.utils.base64url_encode(
+        jwt.utils.base64url_decode(payload).replace(b'"m1"', b'"m2"')
+    ).decode()
+    assert failure(verifier, bearer(f"{header}.{forged_payload}.{signature}")) == 401
+    tampered = ("B" if signature[0] == "A" else "A") + signature[1:]
+    assert failure(verifier, bearer(f"{header}.{payload}.{tampered}")) == 401
+
+
+def test_remembered_tokens_are_bounded_oldest_first() -> None:
+    verifier = TokenVerifier(SECRET)
+    verifier.remembered_at_most = 2
+    tokens = [mint_token(SECRET, f"m{i}", "member") for i in range(3)]
+    for token in tokens:
+        verifier.verify(bearer(token))
+    assert list(verifier._passed) == tokens[1:]
