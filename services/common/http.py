@@ -182,10 +182,10 @@ def collect_garbage_less_often() -> None:
     Each request allocates thousands of short-lived containers, so with the default thresholds
     the collector ran hundreds of times a second and kept walking the modules, the app and the
     metrics that live for the whole process: a perf profile of the redemption API at 800
-    orders/s put 28% of its CPU in the collector. What exists now (everything
-    imported, the app built) is moved out of its sight for good, and a young collection waits
-    for 20,000 new containers instead of 700. Reference counting still frees everything that
-    is not in a cycle at once; only cycles wait a little longer.
+    orders/s put 28% of its CPU in the collector. What exists now (everything imported, the
+    app built) is moved out of its sight for good, and a young collection waits for 20,000
+    new containers instead of 700. Reference counting still frees everything that is not in
+    a cycle at once; only cycles wait a little longer.
     """
     gc.collect()
     gc.freeze()
