@@ -48,7 +48,10 @@ UPDATE_HOLDS = """
            resolved_at = now()
     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS u(hold_id, status, captured, lots)
     WHERE h.hold_id = u.hold_id"""
-# Entries keep the order they were made in; their events follow them to the outbox.
+# Entries keep the order they were made in; their events follow them to the outbox. Arrays
+# rather than COPY: a hold or capture writes one or two entries, and COPY's set-up (a temporary
+# table, its truncation at every commit, extra round trips) cost more than the rows; for the
+# worker's thousands of entries the arrays are as quick.
 INSERT_ENTRIES = """
     INSERT INTO points.entries
         (member_id, kind, delta, balance_after, debt_after, held_after, ref, occurred_at)
@@ -82,7 +85,7 @@ class PostgresLedger:
         self._accounts: dict[str, Account] = {}
         self._entries: list[Entry] = []
         self._new_holds: list[tuple[Hold, bytes]] = []
-        self._settled_holds: list[Hold] = []
+        self._settled_holds: dict[str, Hold] = {}  # by id: a hold changed twice is written once
 
     async def lock_accounts(self, member_ids: Sequence[str]) -> dict[str, Account]:
         """Lock (creating if new) the members' rows and load their accounts."""
@@ -208,7 +211,7 @@ class PostgresLedger:
                 [h.expires_at for h, _ in holds],
             ]))  # fmt: skip
         if self._settled_holds:
-            settled = self._settled_holds
+            settled = list(self._settled_holds.values())
             parts.append(("settled_holds", UPDATE_HOLDS, [
                 [h.hold_id for h in settled], [h.status for h in settled], [h.captured for h in settled],
                 [_lots_json(h.lots) for h in settled],
@@ -224,7 +227,7 @@ class PostgresLedger:
             main = ENTRY_EVENTS
         if not parts:
             return
-        self._accounts, self._entries, self._new_holds, self._settled_holds = {}, [], [], []
+        self._accounts, self._entries, self._new_holds, self._settled_holds = {}, [], [], {}
         ctes: list[str] = []
         args: list[Any] = []
         for name, sql, values in parts:
@@ -284,7 +287,7 @@ class PostgresLedger:
         new = {h.hold_id for h, _ in self._new_holds}
         if any(hold.hold_id in new for hold in holds):
             await self.flush()  # one statement cannot insert a row and then update it
-        self._settled_holds += holds
+        self._settled_holds.update((hold.hold_id, hold) for hold in holds)
 
     async def pending_holds_due(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         await self.flush()
